@@ -1,0 +1,16 @@
+"""latentad: unsupervised image anomaly detection over three latent-space families.
+
+Public API: `create(name, preset=None, **options)`, `load(path)`, `Detector`, `Prediction`.
+"""
+
+from latentad.detectors.base import Detector, Prediction, available_methods, create
+
+__version__ = "0.1.0"
+
+
+def load(path):
+    """Load a saved detector folder (model.safetensors + detector.json)."""
+    return Detector.load(path)
+
+
+__all__ = ["Detector", "Prediction", "available_methods", "create", "load", "__version__"]

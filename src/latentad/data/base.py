@@ -1,0 +1,272 @@
+"""Core data types: lazily loaded image sets that every data set format produces.
+
+An `ImageSet` is a sequence of records; images are decoded and resized only when a batch is asked
+for, so 900x900 images are never all held at full size. Every format (MVTec layout, plain folder,
+MNIST, CIFAR-10, ELPV, UCSD, synthetic) builds `ImageSet`s and a `Split` from them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from latentad.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+# Loads one record: returns (image HxWxC uint8, mask HxW bool or None).
+Loader = Callable[[], tuple[np.ndarray, np.ndarray | None]]
+
+
+@dataclass(frozen=True)
+class ImageSample:
+    """One image ready for a detector: float image in [0, 1] (C,H,W), mask {0,1} (H,W) or None."""
+
+    image: torch.Tensor
+    mask: torch.Tensor | None
+    label: int
+    path: str
+    defect_type: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A stack of samples: images (B,C,H,W) float [0,1]; masks (B,H,W) float {0,1} or None."""
+
+    images: torch.Tensor
+    masks: torch.Tensor | None
+    labels: torch.Tensor
+    paths: list[str]
+    defect_types: list[str]
+
+
+@dataclass(frozen=True)
+class Record:
+    """Where one image comes from. `load` returns raw pixels; `label` is 0 normal, 1 anomalous."""
+
+    path: str
+    label: int
+    defect_type: str
+    load: Loader
+
+
+def read_image_file(path: str | Path, mode: str | None = None) -> np.ndarray:
+    """Decode an image file to HxWxC uint8, raising a one-line DataError naming the file.
+
+    `mode` is "L" or "RGB"; a grayscale image in an RGB set is converted (documented behaviour),
+    as is RGBA / palette input.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if mode is not None and img.mode != mode:
+                img = img.convert(mode)
+            elif img.mode not in ("L", "RGB"):
+                img = img.convert("RGB")
+            arr = np.asarray(img)
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image file (cannot identify its format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: corrupt or truncated image ({exc})") from None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr
+
+
+def read_mask_file(path: str | Path) -> np.ndarray:
+    """Decode a mask file to HxW bool (any non-zero pixel is defect)."""
+    arr = read_image_file(path, mode="L")
+    return arr[:, :, 0] > 0
+
+
+def image_mode(path: str | Path) -> str:
+    """The PIL mode of an image file from its header (cheap: no pixel decode)."""
+    try:
+        with Image.open(path) as img:
+            return img.mode
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image file (cannot identify its format)") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open image ({exc})") from None
+
+
+def file_record(
+    path: Path, label: int, defect_type: str, mode: str, mask_path: Path | None, with_masks: bool
+) -> Record:
+    """A record reading `path` lazily; a missing mask of a normal image is all zero."""
+
+    def load() -> tuple[np.ndarray, np.ndarray | None]:
+        image = read_image_file(path, mode)
+        if not with_masks:
+            return image, None
+        if mask_path is None:
+            return image, np.zeros(image.shape[:2], dtype=bool)
+        mask = read_mask_file(mask_path)
+        if mask.shape != image.shape[:2]:
+            raise DataError(
+                f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {path.name} is "
+                f"{image.shape[1]}x{image.shape[0]}"
+            )
+        return image, mask
+
+    return Record(str(path), label, defect_type, load)
+
+
+def array_record(name: str, image: np.ndarray, label: int, defect_type: str) -> Record:
+    """A record over an in-memory HxW or HxWxC uint8 array (MNIST, CIFAR-10, ELPV)."""
+    arr = image if image.ndim == 3 else image[:, :, None]
+    return Record(name, label, defect_type, lambda: (arr, None))
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a folder, sorted; non-image files are refused with their name."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    bad = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    if bad:
+        raise DataError(
+            f"{bad[0]}: not an image file (suffix {bad[0].suffix or 'none'}; expected one of "
+            f"{', '.join(IMAGE_SUFFIXES)})"
+        )
+    return files
+
+
+def majority_mode(files: Sequence[Path]) -> str:
+    """'L' when every image is single-channel, else 'RGB' (grayscale ones are then converted)."""
+    modes = {image_mode(p) for p in files}
+    if modes <= {"L", "1", "I", "I;16", "F"}:
+        return "L"
+    gray = [p for p in files if image_mode(p) in ("L", "1")]
+    if gray:
+        warnings.warn(
+            f"{gray[0]}: grayscale image among RGB ones, converted to RGB ({len(gray)} such file(s))",
+            stacklevel=2,
+        )
+    return "RGB"
+
+
+def _to_tensor(image: np.ndarray, size: int | None, channels: int) -> torch.Tensor:
+    """uint8 HxWxC -> float (C,size,size) in [0,1], resized bilinearly (antialiased)."""
+    if image.shape[2] != channels:
+        image = np.repeat(image, channels, axis=2) if image.shape[2] == 1 else image[:, :, :1]
+    pil = Image.fromarray(image[:, :, 0] if channels == 1 else image)
+    if size is not None and pil.size != (size, size):
+        pil = pil.resize((size, size), Image.BILINEAR)
+    arr = np.asarray(pil, dtype=np.float32) / 255.0
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def _mask_to_tensor(mask: np.ndarray, size: int | None) -> torch.Tensor:
+    pil = Image.fromarray(mask.astype(np.uint8) * 255)
+    if size is not None and pil.size != (size, size):
+        pil = pil.resize((size, size), Image.NEAREST)
+    return torch.from_numpy(np.asarray(pil) > 127).float()
+
+
+@dataclass
+class ImageSet:
+    """A lazily decoded, resized sequence of images (with masks where the set has them).
+
+    `size` is the square side images are resized to (None keeps the original size, which must then
+    be the same for all images); `channels` is 1 or 3.
+    """
+
+    records: list[Record]
+    size: int | None = 256
+    channels: int = 3
+    has_masks: bool = False
+    name: str = "images"
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> ImageSample:
+        rec = self.records[i]
+        image, mask = rec.load()
+        img_t = _to_tensor(image, self.size, self.channels)
+        mask_t = _mask_to_tensor(mask, self.size) if (self.has_masks and mask is not None) else None
+        return ImageSample(img_t, mask_t, rec.label, rec.path, rec.defect_type)
+
+    def with_size(self, size: int | None, channels: int | None = None) -> ImageSet:
+        """The same records at another resolution (the detector's input size)."""
+        return ImageSet(self.records, size, channels or self.channels, self.has_masks, self.name)
+
+    def subset(self, indices: Sequence[int]) -> ImageSet:
+        return ImageSet([self.records[i] for i in indices], self.size, self.channels, self.has_masks,
+                        self.name)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([r.label for r in self.records], dtype=np.int64)
+
+    def batches(self, batch_size: int = 16, progress: str | None = None) -> Iterator[Batch]:
+        """Yield batches in order, decoding only `batch_size` images at a time."""
+        from latentad.progress import track
+
+        starts = range(0, len(self), batch_size)
+        for start in track(starts, description=progress, total=len(starts)):
+            samples = [self[i] for i in range(start, min(start + batch_size, len(self)))]
+            yield collate(samples)
+
+    def load_all(self, progress: str | None = None) -> Batch:
+        """All images as one batch at the set's (resized) size; use only for small sizes."""
+        return concat_batches(list(self.batches(32, progress)))
+
+
+def collate(samples: Sequence[ImageSample]) -> Batch:
+    images = torch.stack([s.image for s in samples])
+    masks = None
+    if samples and all(s.mask is not None for s in samples):
+        masks = torch.stack([s.mask for s in samples])  # type: ignore[misc]
+    labels = torch.tensor([s.label for s in samples], dtype=torch.long)
+    return Batch(images, masks, labels, [s.path for s in samples], [s.defect_type for s in samples])
+
+
+def concat_batches(batches: Sequence[Batch]) -> Batch:
+    if not batches:
+        raise DataError("no images to load")
+    masks = None
+    if all(b.masks is not None for b in batches):
+        masks = torch.cat([b.masks for b in batches])  # type: ignore[misc]
+    return Batch(
+        torch.cat([b.images for b in batches]),
+        masks,
+        torch.cat([b.labels for b in batches]),
+        [p for b in batches for p in b.paths],
+        [d for b in batches for d in b.defect_types],
+    )
+
+
+@dataclass
+class Split:
+    """A train set of normal images and a test set (normal + anomalous), plus what defines them.
+
+    `info` goes into the run's config.json: format, root, class choices, seed and split sizes, so a
+    one-vs-rest split can be reproduced exactly.
+    """
+
+    train: ImageSet
+    test: ImageSet
+    info: dict = field(default_factory=dict)
+
+    def with_size(self, size: int | None, channels: int | None = None) -> Split:
+        return Split(self.train.with_size(size, channels), self.test.with_size(size, channels), self.info)
+
+
+def require_nonempty(images: ImageSet, where: str) -> None:
+    if len(images) == 0:
+        raise DataError(f"{where}: no images found")

@@ -1,0 +1,244 @@
+"""The one protocol every detector speaks: fit / predict / embed / save / load, and the registry.
+
+A detector is a config dataclass (with named presets) plus fitted state. `fit` takes an `ImageSet`
+of normal images; `predict` and `embed` take an `ImageSet` or a float tensor (N,C,H,W) in [0,1].
+Scores are raw (higher = more anomalous); thresholds live apart, in `latentad.calibration`, so they
+can be recalibrated without touching the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from latentad import io
+from latentad.data.base import ImageSet
+from latentad.errors import ConfigError, DataError, ModelFileError
+
+Images = ImageSet | torch.Tensor
+Latents = dict[str, torch.Tensor]
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Prediction:
+    """Raw scores: image_scores (N,), anomaly_maps (N,H,W) at the detector's input size or None."""
+
+    image_scores: np.ndarray
+    anomaly_maps: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.image_scores = np.asarray(self.image_scores, dtype=np.float64)
+        if self.anomaly_maps is not None:
+            self.anomaly_maps = np.asarray(self.anomaly_maps, dtype=np.float32)
+        if not np.all(np.isfinite(self.image_scores)):
+            raise FloatingPointError("detector produced non-finite image scores")
+
+    @staticmethod
+    def concat(parts: list[Prediction]) -> Prediction:
+        maps = None
+        if parts and all(p.anomaly_maps is not None for p in parts):
+            maps = np.concatenate([p.anomaly_maps for p in parts])  # type: ignore[misc]
+        return Prediction(np.concatenate([p.image_scores for p in parts]), maps)
+
+
+@dataclass
+class DetectorConfig:
+    """Fields every detector shares; subclasses add their own."""
+
+    image_size: int = 256
+    channels: int = 3
+    batch_size: int = 16
+    seed: int = 0
+
+
+class Detector(ABC):
+    """Base of all detectors. Subclasses set `name`, `family`, `Config`, `presets`."""
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = ""  # "reconstruction" | "pretrained" | "selfsupervised"
+    Config: ClassVar[type[DetectorConfig]] = DetectorConfig
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    localizes: ClassVar[bool] = True
+
+    def __init__(self, config: DetectorConfig | None = None, **overrides: Any) -> None:
+        cfg = config if config is not None else self.Config()
+        if overrides:
+            cfg = replace_config(cfg, overrides)
+        self.config = cfg
+        self.fitted = False
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, preset: str | None = None, **overrides: Any) -> Self:
+        values: dict[str, Any] = {}
+        if preset and preset != "default":
+            if preset not in cls.presets:
+                known = ", ".join(["default", *cls.presets]) or "default"
+                raise ConfigError(f"method {cls.name}: unknown preset '{preset}' (known: {known})")
+            values.update(cls.presets[preset])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(replace_config(cls.Config(), values))
+
+    # -- protocol -----------------------------------------------------------------------------
+    @abstractmethod
+    def fit(self, train: ImageSet) -> Self:
+        """Learn normality from `train` (normal images only)."""
+
+    @abstractmethod
+    def predict(self, images: Images) -> Prediction:
+        """Raw image scores and, for localising methods, maps at the input size."""
+
+    def embed(self, images: Images) -> Latents:
+        """Named latent tensors the method scores in (for the analysis suite)."""
+        raise NotImplementedError(f"{self.name} does not expose latents")
+
+    @abstractmethod
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor needed to rebuild the fitted detector (weights, statistics)."""
+
+    @abstractmethod
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Inverse of `state_tensors` (called on a detector built from the saved config)."""
+
+    def state_json(self) -> dict[str, Any]:
+        """Fitted values that are not tensors (JSON-able)."""
+        return {}
+
+    def load_state_json(self, state: dict[str, Any]) -> None:
+        pass
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        if not self.fitted:
+            raise ModelFileError(f"{path}: cannot save an unfitted {self.name} detector")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        io.write_tensors(path / "model.safetensors", self.state_tensors())
+        io.write_json(
+            path / "detector.json",
+            {
+                "format_version": FORMAT_VERSION,
+                "method": self.name,
+                "config": dataclasses.asdict(self.config),
+                "state": self.state_json(),
+            },
+        )
+        return path
+
+    @staticmethod
+    def load(path: str | Path) -> Detector:
+        path = Path(path)
+        meta = io.read_json(path / "detector.json")
+        cls = get_method(meta.get("method", "?"))
+        det = cls(replace_config(cls.Config(), meta.get("config", {})))
+        det.load_state_tensors(io.read_tensors(path / "model.safetensors"))
+        det.load_state_json(meta.get("state", {}))
+        det.fitted = True
+        return det
+
+    # -- helpers for subclasses -----------------------------------------------------------------
+    def seed_everything(self) -> None:
+        seed_everything(self.config.seed)
+
+    def require_fitted(self) -> None:
+        if not self.fitted:
+            raise ConfigError(f"{self.name}: call fit() before predict() or embed()")
+
+    def iter_batches(self, images: Images, progress: str | None = None) -> Iterator[torch.Tensor]:
+        """Float batches (B,C,H,W) at the detector's input size and channel count."""
+        size, ch = self.config.image_size, self.config.channels
+        if isinstance(images, ImageSet):
+            if len(images) == 0:
+                raise DataError(f"{images.name}: no images")
+            for batch in images.with_size(size, ch).batches(self.config.batch_size, progress):
+                yield batch.images
+            return
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            raise DataError("images must be an ImageSet or a float tensor (N,C,H,W) in [0,1]")
+        for start in range(0, images.shape[0], self.config.batch_size):
+            yield conform(images[start : start + self.config.batch_size], size, ch)
+
+
+def conform(x: torch.Tensor, size: int, channels: int) -> torch.Tensor:
+    """Bring a float batch to (B,channels,size,size)."""
+    x = x.float()
+    if x.shape[1] != channels:
+        x = x.mean(1, keepdim=True) if channels == 1 else x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def replace_config(cfg: DetectorConfig, values: dict[str, Any]) -> DetectorConfig:
+    """A copy of `cfg` with `values`; unknown keys are refused by name."""
+    names = {f.name: f for f in dataclasses.fields(cfg)}
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        raise ConfigError(
+            f"{type(cfg).__name__}: unknown option(s) {', '.join(unknown)} (known: {', '.join(names)})"
+        )
+    fixed = {}
+    for k, v in values.items():
+        current = getattr(cfg, k)
+        if isinstance(current, tuple) and isinstance(v, list):
+            v = tuple(v)
+        fixed[k] = v
+    return dataclasses.replace(cfg, **fixed)
+
+
+# -- registry: explicit names -> "module:Class", imported only when used -------------------------
+METHODS: dict[str, str] = {
+    "ae_l2": "latentad.detectors.reconstruction.ae:AEL2",
+    "ae_ssim": "latentad.detectors.reconstruction.ae:AESSIM",
+    "vae_l2": "latentad.detectors.reconstruction.vae:VAEL2",
+    "vae_kl": "latentad.detectors.reconstruction.vae:VAEKL",
+    "vqvae_ssim": "latentad.detectors.reconstruction.vqvae:VQVAESSIM",
+    "vqvae_ssim_am": "latentad.detectors.reconstruction.vqvae:VQVAESSIMAM",
+    "gaussian": "latentad.detectors.pretrained.gaussian:GaussianAD",
+    "padim": "latentad.detectors.pretrained.padim:PaDiM",
+    "patchcore": "latentad.detectors.pretrained.patchcore:PatchCore",
+    "simplenet": "latentad.detectors.pretrained.simplenet:SimpleNet",
+}
+
+
+def available_methods() -> list[str]:
+    """Registered methods whose module is present in this installation."""
+    import importlib.util
+
+    return [n for n, target in METHODS.items() if importlib.util.find_spec(target.split(":")[0]) is not None]
+
+
+def get_method(name: str) -> type[Detector]:
+    if name not in METHODS:
+        raise ConfigError(f"unknown method '{name}' (known: {', '.join(available_methods())})")
+    module_name, cls_name = METHODS[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise ConfigError(f"method '{name}' is not available in this version") from None
+        raise
+    return getattr(module, cls_name)
+
+
+def create(name: str, preset: str | None = None, **overrides: Any) -> Detector:
+    """Build an unfitted detector by registry name, preset and option overrides."""
+    return get_method(name).from_preset(preset, **overrides)

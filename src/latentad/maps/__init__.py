@@ -1,0 +1,1 @@
+"""Anomaly-map building blocks shared by detectors: SSIM, alignment, morphology, smoothing, fusion."""
