@@ -72,6 +72,16 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = _atomic_target(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
     """Save named tensors to safetensors (contiguous CPU copies), atomically."""
     path = Path(path)

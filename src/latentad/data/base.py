@@ -92,6 +92,8 @@ def read_mask_file(path: str | Path) -> np.ndarray:
 
 def image_mode(path: str | Path) -> str:
     """The PIL mode of an image file from its header (cheap: no pixel decode)."""
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
     try:
         with Image.open(path) as img:
             return img.mode

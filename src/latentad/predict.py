@@ -1,0 +1,61 @@
+"""Scoring new images with a fitted run, and recalibrating its threshold from normal images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from latentad.calibration import Calibration
+from latentad.data.base import IMAGE_SUFFIXES, ImageSet, file_record, list_images
+from latentad.errors import DataError
+from latentad.evaluation import score_set
+from latentad.runs import load_run, write_scores_csv
+
+
+def images_from_paths(paths: list[Path], channels: int) -> ImageSet:
+    """Files and folders of images -> one ImageSet in the detector's channel mode."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += list_images(p)
+        elif p.is_file():
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DataError(f"{p}: not an image file (suffix {p.suffix or 'none'})")
+            files.append(p)
+        else:
+            raise DataError(f"{p}: no such file or folder")
+    if not files:
+        raise DataError(f"{', '.join(map(str, paths))}: no images found")
+    mode = "L" if channels == 1 else "RGB"
+    return ImageSet([file_record(f, 0, "unknown", mode, None, False) for f in files], None, channels, False,
+                    "images")
+
+
+def predict_paths(run: Path, out: Path, paths: list[Path]) -> list[dict]:
+    from latentad.report.figures import save_overlay
+
+    _, detector, cal = load_run(run)
+    images = images_from_paths(paths, detector.config.channels)
+    with torch.inference_mode():
+        pred, _, _, names, _ = score_set(detector, images, progress=f"{detector.name} predict")
+    rows = []
+    for i, (name, score) in enumerate(zip(names, pred.image_scores, strict=True)):
+        flag = bool(score > cal.image_threshold)
+        rows.append({"path": name, "score": float(score), "is_anomalous": int(flag)})
+        image, _ = images.records[i].load()
+        amap = pred.anomaly_maps[i] if pred.anomaly_maps is not None else None
+        save_overlay(out / "overlays" / f"{i:05d}_{Path(name).stem}.png", image, amap, cal.map_low, cal.map_high)
+    write_scores_csv(out / "scores.csv", rows)
+    return rows
+
+
+def recalibrate(run: Path, paths: list[Path], target_fpr: float) -> Calibration:
+    _, detector, _ = load_run(run)
+    images = images_from_paths(paths, detector.config.channels)
+    with torch.inference_mode():
+        pred, *_ = score_set(detector, images, progress=f"{detector.name} calibrate")
+    cal = Calibration.from_normal(pred.image_scores, pred.anomaly_maps, target_fpr,
+                                  f"{len(images)} normal images given to `latentad calibrate`")
+    cal.save(run / "calibration.json")
+    return cal

@@ -1,0 +1,1 @@
+"""Heat-map overlays, figures and the HTML report of a run."""

@@ -1,0 +1,64 @@
+"""Heat-map overlays and score histograms (matplotlib, no screen needed)."""
+
+from __future__ import annotations
+
+import io as _io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from latentad import io  # noqa: E402
+
+
+def _save_png(img: Image.Image, path: Path) -> None:
+    buf = _io.BytesIO()
+    img.save(buf, format="PNG")
+    io.write_bytes(path, buf.getvalue())
+
+
+def overlay(image: np.ndarray, amap: np.ndarray | None, low: float | None, high: float | None,
+            alpha: float = 0.45, max_side: int = 512) -> Image.Image:
+    """Blend a 'jet' heat map over `image` (HxWxC uint8); the map is scaled to [low, high] so that
+    colours mean the same on every image of a run (calibrated on normal pixels)."""
+    base = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).convert("RGB")
+    if max(base.size) > max_side:
+        scale = max_side / max(base.size)
+        base = base.resize((round(base.width * scale), round(base.height * scale)), Image.BILINEAR)
+    if amap is None:
+        return base
+    lo = float(np.min(amap)) if low is None else low
+    hi = float(np.max(amap)) if high is None else high
+    norm = np.clip((amap - lo) / max(hi - lo, 1e-12), 0, 1).astype(np.float32)
+    heat = Image.fromarray(norm).resize(base.size, Image.BILINEAR)
+    rgb = (plt.get_cmap("jet")(np.asarray(heat))[:, :, :3] * 255).astype(np.uint8)
+    return Image.blend(base, Image.fromarray(rgb), alpha)
+
+
+def save_overlay(path: Path, image: np.ndarray, amap: np.ndarray | None, low: float | None,
+                 high: float | None) -> Path:
+    _save_png(overlay(image, amap, low, high), path)
+    return path
+
+
+def score_histogram(path: Path, scores: np.ndarray, labels: np.ndarray, threshold: float | None) -> Path:
+    """Histogram of image scores, normal vs anomalous, with the calibrated threshold."""
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    bins = np.histogram_bin_edges(scores, bins=30)
+    ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="normal", color="tab:blue")
+    ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="anomalous", color="tab:red")
+    if threshold is not None:
+        ax.axvline(threshold, color="k", linestyle="--", label="threshold")
+    ax.set_xlabel("image score (higher = more anomalous)")
+    ax.set_ylabel("images")
+    ax.legend()
+    fig.tight_layout()
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    io.write_bytes(path, buf.getvalue())
+    return path

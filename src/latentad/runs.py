@@ -1,0 +1,169 @@
+"""Run folders: what `fit` writes and what `evaluate` / `predict` / `calibrate` read back.
+
+    RUN/config.json        method, preset, options, seed, data description, command, versions
+    RUN/model/             model.safetensors + detector.json (no pickle)
+    RUN/checkpoints/       checkpoint.json + checkpoint-epochNNNN.safetensors (trainable methods)
+    RUN/calibration.json   threshold and heat-map scale from held-out normal images
+    RUN/fit.json           fit seconds and the training history
+    RUN/metrics.json, RUN/scores.csv, RUN/maps/*.png, RUN/report.html   (evaluate)
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io as _io
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from latentad import __version__, io
+from latentad.calibration import Calibration
+from latentad.data.base import ImageSet, Split
+from latentad.detectors.base import Detector, create
+from latentad.errors import ConfigError, ModelFileError
+from latentad.evaluation import Evaluation, evaluate, score_set
+
+
+def parse_options(pairs: list[str] | None) -> dict[str, Any]:
+    """`key=value` strings -> dict; values parsed as JSON when they can be (numbers, lists, true)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"option '{pair}': expected key=value")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def open_split(data: str, fmt: str, options: dict[str, Any]) -> Split:
+    from latentad.data.open import open_dataset
+
+    return open_dataset(data, format=fmt, size=None, **options)
+
+
+def holdout(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
+    """Split off a seeded share of the normal training images for calibration (None when too few)."""
+    n_cal = int(round(len(train) * fraction))
+    if fraction <= 0 or n_cal < 1 or len(train) - n_cal < 2:
+        return train, None
+    perm = np.random.default_rng(seed + 12_345).permutation(len(train))
+    cal, fit = sorted(perm[:n_cal].tolist()), sorted(perm[n_cal:].tolist())
+    return train.subset(fit), train.subset(cal)
+
+
+def calibrate(detector: Detector, normal: ImageSet, target_fpr: float, source: str) -> Calibration:
+    with torch.inference_mode():
+        pred, *_ = score_set(detector, normal, progress=f"{detector.name} calibrate")
+    return Calibration.from_normal(pred.image_scores, pred.anomaly_maps, target_fpr, source)
+
+
+def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, preset: str | None,
+            options: dict, seed: int, resume: bool, force: bool, calibration_fraction: float,
+            target_fpr: float) -> dict:
+    """Train `method` on `data` and write the run folder; returns the fit summary."""
+    if (run / "model" / "detector.json").exists() and not (resume or force):
+        raise ConfigError(f"{run}: already holds a fitted model (use --force to overwrite or another --out)")
+    split = open_split(data, fmt, data_options)
+    fit_set, cal_set = holdout(split.train, calibration_fraction, seed)
+    detector = create(method, preset, seed=seed, **options)
+    config = {
+        "method": method, "preset": preset or "default", "options": options, "seed": seed,
+        "data": {**split.info, "path": str(data), "format_option": fmt, "data_options": data_options},
+        "calibration": {"fraction": calibration_fraction, "target_fpr": target_fpr,
+                        "n_fit": len(fit_set), "n_calibration": len(cal_set) if cal_set else 0},
+        "detector_config": asdict(detector.config),
+        "command": " ".join(["latentad", *sys.argv[1:]]),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "versions": {"latentad": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform()},
+    }
+    run.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        for old in (run / "checkpoints").glob("*"):
+            old.unlink()
+    io.write_json(run / "config.json", config)
+    detector.set_checkpointing(run / "checkpoints", resume=resume)
+    t0 = time.perf_counter()
+    detector.fit(fit_set)
+    fit_seconds = time.perf_counter() - t0
+    config["detector_config"] = asdict(detector.config)
+    io.write_json(run / "config.json", config)
+    detector.save(run / "model")
+    if cal_set is not None:
+        cal = calibrate(detector, cal_set, target_fpr, f"{len(cal_set)} held-out normal training images")
+    else:
+        cal = calibrate(detector, fit_set, target_fpr, "the training images themselves (optimistic)")
+    cal.save(run / "calibration.json")
+    summary = {"method": method, "fit_seconds": fit_seconds, "n_train": len(fit_set),
+               "history": getattr(detector, "history", [])}
+    io.write_json(run / "fit.json", summary)
+    return summary
+
+
+def load_run(run: Path) -> tuple[dict, Detector, Calibration]:
+    if not (run / "config.json").is_file():
+        raise ModelFileError(f"{run}: not a latentad run folder (no config.json)")
+    if not (run / "model" / "detector.json").is_file():
+        raise ModelFileError(f"{run}: the run has no fitted model (fit did not finish; try fit --resume)")
+    config = io.read_json(run / "config.json")
+    detector = Detector.load(run / "model")
+    cal = Calibration.load(run / "calibration.json")
+    return config, detector, cal
+
+
+def write_scores_csv(path: Path, rows: list[dict]) -> None:
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["path", "score", "is_anomalous"])
+    writer.writeheader()
+    writer.writerows(rows)
+    io.write_text(path, buf.getvalue())
+
+
+def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dict | None,
+                 k_overlays: int = 6) -> Evaluation:
+    """Evaluate a run on `data` (default: the data it was fitted on) and write metrics and report."""
+    from latentad.report.figures import save_overlay, score_histogram
+    from latentad.report.html import write_report
+
+    config, detector, cal = load_run(run)
+    dconf = config.get("data", {})
+    data = data or dconf.get("path")
+    fmt = fmt or dconf.get("format_option", "auto")
+    opts = dconf.get("data_options", {}) if data_options is None else data_options
+    split = open_split(str(data), fmt, opts)
+    result = evaluate(detector, split.test)
+    scores, maps = result.prediction.image_scores, result.prediction.anomaly_maps
+    metrics = {**result.metrics, "threshold": cal.image_threshold,
+               "per_defect": result.per_defect, "data": str(data), "method": config.get("method")}
+    io.write_json(run / "metrics.json", metrics)
+    flags = scores > cal.image_threshold
+    write_scores_csv(run / "scores.csv", [
+        {"path": p, "label": int(lab), "defect_type": d, "score": float(s), "is_anomalous": int(f)}
+        for p, lab, d, s, f in zip(result.paths, result.labels, result.defect_types, scores, flags,
+                                   strict=True)
+    ])
+    order = np.argsort(-scores)
+    chosen = sorted(set(order[:k_overlays].tolist()) | set(order[::-1][:k_overlays].tolist()))
+    index = {p: i for i, p in enumerate(result.paths)}
+    overlays = {}
+    for i in chosen:
+        rec = split.test.records[index[result.paths[i]]]
+        image, _ = rec.load()
+        amap = maps[i] if maps is not None else None
+        overlays[i] = save_overlay(run / "maps" / f"{i:05d}_{Path(rec.path).stem}.png", image, amap,
+                                   cal.map_low, cal.map_high)
+    hist = score_histogram(run / "maps" / "score_histogram.png", scores, result.labels, cal.image_threshold)
+    write_report(run, config, result.metrics, result.per_defect, cal, result.paths, result.defect_types,
+                 scores, overlays, hist)
+    return result

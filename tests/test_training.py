@@ -1,0 +1,63 @@
+"""The shared trainer: a run interrupted after a checkpoint and resumed equals an uninterrupted run."""
+
+import torch
+from torch import nn
+
+from latentad.training import CHECKPOINT_JSON, TrainSchedule, lr_at, train_model
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1))
+
+
+def _loss(model, x):
+    noise = torch.randn_like(x) * 0.01  # uses the global RNG, like a VAE's sampling
+    return {"loss": ((model(x + noise) - x) ** 2).mean()}
+
+
+SCHEDULE = TrainSchedule(epochs=4, lr=1e-2, batch_size=4, augment_to=12, max_angle=30, channels_last=False)
+
+
+def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
+    images = torch.rand(10, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    full = _model()
+    train_model(full, images, _loss, SCHEDULE, seed=3, checkpoint_dir=tmp_path / "a")
+
+    calls = {"n": 0}
+
+    def dying_loss(model, x):
+        calls["n"] += 1
+        if calls["n"] == 3 * 2 + 1:  # first step of the third epoch (3 steps per epoch)
+            raise KeyboardInterrupt
+        return _loss(model, x)
+
+    cut = _model()
+    try:
+        train_model(cut, images, dying_loss, SCHEDULE, seed=3, checkpoint_dir=tmp_path / "b")
+    except KeyboardInterrupt:
+        pass
+    assert (tmp_path / "b" / CHECKPOINT_JSON).is_file()
+    resumed = _model()
+    history = train_model(resumed, images, _loss, SCHEDULE, seed=3, checkpoint_dir=tmp_path / "b", resume=True)
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert len(list((tmp_path / "b").glob("checkpoint-epoch*.safetensors"))) == 1
+
+
+def test_different_seeds_train_differently():
+    images = torch.rand(6, 1, 16, 16)
+    a, b = _model(), _model()
+    sched = TrainSchedule(epochs=1, lr=1e-2, batch_size=3, channels_last=False)
+    train_model(a, images, _loss, sched, seed=0)
+    train_model(b, images, _loss, sched, seed=1)
+    assert not torch.equal(a[0].weight, b[0].weight)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_its_floor():
+    s = TrainSchedule(lr=1.0, warmup_epochs=1, min_lr_ratio=0.1)
+    assert lr_at(s, 0, 100, 10) == 0.1
+    assert lr_at(s, 9, 100, 10) == 1.0
+    assert abs(lr_at(s, 100, 100, 10) - 0.1) < 1e-12
+    assert lr_at(s, 50, 100, 10) < lr_at(s, 20, 100, 10)
