@@ -124,7 +124,8 @@ class Detector(ABC):
         return {}
 
     def load_state_json(self, state: dict[str, Any]) -> None:
-        pass
+        """Inverse of `state_json`; nothing to restore by default."""
+        del state
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -100,7 +100,7 @@ def aupimo(
         # (log -inf) and is dropped, as in the reference.
         fpr = np.repeat(fpr_at, 2)[:-1]
         thresholds = np.repeat(values, 2)[1:]
-        sides = np.tile(np.array(["right", "left"]), values.size)[1:]
+        strict = np.tile([True, False], values.size)[1:]  # TPR(> t) just above, TPR(>= t) at t
     else:
         # grid between the lowest threshold with FPR <= f_lo (or the top score) and the k-th largest
         reach_lo = np.flatnonzero(fpr_at <= f_lo * (1.0 + 1e-12))
@@ -108,9 +108,8 @@ def aupimo(
         thresholds = np.linspace(t_high, values[-1], num_thresholds)
         idx = np.searchsorted(-values, -thresholds, side="right") - 1  # last value >= t
         fpr = fpr_at[idx]
-        sides = np.full(num_thresholds, "left")
+        strict = np.zeros(num_thresholds, dtype=bool)
     x = np.log(fpr)
-    strict = sides == "right"
 
     per_image = np.full(m.shape[0], np.nan)
     image_indices = np.flatnonzero(anomalous)

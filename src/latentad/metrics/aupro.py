@@ -92,7 +92,7 @@ def aupro(masks: Any, maps: Any, fpr_limit: float = 0.3, num_thresholds: int | N
         scores, is_defect, region = a[keep], m[keep], labelled[keep]
     del labelled
 
-    order = np.argsort(scores, kind="stable")[::-1]  # descending scores
+    order = np.argsort(scores)[::-1]  # descending; order within ties is irrelevant (group sums)
     scores = scores[order]
     fp_count = np.cumsum(~is_defect[order], dtype=np.int64)
     pro = np.cumsum(weight[region[order]])

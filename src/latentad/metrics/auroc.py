@@ -38,8 +38,8 @@ def check_image_inputs(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray
 def check_pixel_inputs(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
     """(N,H,W) bool masks and (N,H,W) finite float32 maps, or a ValueError naming the problem.
 
-    (N,1,H,W) inputs are accepted and squeezed. float32 halves the memory of float64 (67M pixels of a 900x900 test set fit in 270 MB); values
-    closer than float32 resolution are treated as ties.
+    (N,1,H,W) inputs are accepted and squeezed. float32 halves the memory of float64 (67M pixels of
+    a 900x900 test set fit in 270 MB); values closer than float32 resolution are treated as ties.
     """
     m = as_numpy(masks)
     a = as_numpy(maps, dtype=np.float32)

@@ -1,0 +1,154 @@
+"""The CLI contract scripts rely on: fit / evaluate --json / predict / calibrate / list, and bad input
+that ends in one line naming the file (exit 2, no traceback)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from latentad.cli import JSON_KEYS, app
+from latentad.data.synthetic import make_synthetic
+
+runner = CliRunner()
+TINY = ["-o", "image_size=32", "-o", "augment_to=16", "-o", "base_width=8", "-o", "latent_dim=8", "--epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn") / "cat"
+    make_synthetic(root, n_train=10, n_test_good=3, n_test_defect=3, size=48)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    res = runner.invoke(app, ["fit", "--method", "ae_l2", "--data", str(data), "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_fit_writes_a_run_folder_without_pickle(run):
+    for name in ["config.json", "calibration.json", "fit.json", "model/model.safetensors", "model/detector.json"]:
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["method"] == "ae_l2" and config["seed"] == 0 and config["data"]["format"] == "mvtec"
+    for f in run.rglob("*"):
+        if f.is_file():
+            head = f.read_bytes()[:2]
+            assert not (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")), f
+            assert head != b"PK", f  # torch.save's zip format
+
+
+def test_evaluate_json_prints_one_object_with_the_contract_keys(run, data):
+    res = runner.invoke(app, ["evaluate", "--run", str(run), "--data", str(data), "--json"])
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.stdout.strip().splitlines()[-1])
+    assert set(JSON_KEYS) <= set(obj)
+    assert obj["n_images"] == 6 and 0.0 <= obj["image_auroc"] <= 1.0 and obj["pixel_auroc"] is not None
+    assert (run / "metrics.json").is_file() and (run / "report.html").is_file()
+    assert "score_histogram.png" in (run / "report.html").read_text()
+
+
+def test_predict_writes_scores_and_one_overlay_per_image(run, data, tmp_path):
+    out = tmp_path / "pred"
+    res = runner.invoke(app, ["predict", "--run", str(run), "--out", str(out), str(data / "test")
+                              + "/good", str(next((data / "test").glob("[!g]*/*.png")))])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert [list(r) for r in rows][0] == ["path", "score", "is_anomalous"]
+    assert len(rows) == 4 and len(list((out / "overlays").glob("*.png"))) == 4
+
+
+def test_calibrate_rewrites_only_the_threshold(run, data):
+    before = (run / "model" / "model.safetensors").read_bytes()
+    res = runner.invoke(app, ["calibrate", "--run", str(run), "--target-fpr", "0.5", str(data / "train" / "good")])
+    assert res.exit_code == 0, res.output
+    cal = json.loads((run / "calibration.json").read_text())
+    assert cal["target_fpr"] == 0.5 and cal["n_images"] == 10
+    assert (run / "model" / "model.safetensors").read_bytes() == before
+
+
+def test_list_names_methods_and_presets():
+    res = runner.invoke(app, ["list"])
+    assert res.exit_code == 0 and "ae_ssim" in res.stdout and "presets:" in res.stdout
+
+
+def _mvtec(tmp_path, n=4):
+    d = tmp_path / "d"
+    rng = np.random.default_rng(0)
+    for sub in ["train/good", "test/good", "test/crack", "ground_truth/crack"]:
+        (d / sub).mkdir(parents=True)
+    for i in range(n):
+        for sub in ["train/good", "test/good", "test/crack"]:
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(d / sub / f"{i:03d}.png")
+        Image.fromarray(np.zeros((40, 40), np.uint8)).save(d / "ground_truth/crack" / f"{i:03d}_mask.png")
+    return d
+
+
+def _fails_cleanly(args, needle):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("latentad: error")]
+    assert len(lines) == 1 and needle in lines[0], res.output
+    return lines[0]
+
+
+def _fit(d, out):
+    return ["fit", "--method", "ae_l2", "--data", str(d), "--out", str(out), *TINY]
+
+
+def test_truncated_png_in_train_is_named(tmp_path):
+    d = _mvtec(tmp_path)
+    raw = (d / "train/good/000.png").read_bytes()
+    (d / "train/good/truncated_one.png").write_bytes(raw[: len(raw) // 3])
+    _fails_cleanly(_fit(d, tmp_path / "r"), "truncated_one.png")
+
+
+def test_empty_train_folder_is_refused(tmp_path):
+    d = _mvtec(tmp_path)
+    for f in (d / "train/good").iterdir():
+        f.unlink()
+    _fails_cleanly(_fit(d, tmp_path / "r"), "train/good")
+
+
+def test_non_image_and_empty_files_are_named(tmp_path):
+    d = _mvtec(tmp_path)
+    (d / "train/good/notes.txt").write_text("hello")
+    _fails_cleanly(_fit(d, tmp_path / "r"), "notes.txt")
+    (d / "train/good/notes.txt").unlink()
+    (d / "train/good/empty.png").write_bytes(b"")
+    _fails_cleanly(_fit(d, tmp_path / "r"), "empty.png")
+
+
+def test_mask_of_another_size_and_missing_mask_folder_are_named(tmp_path):
+    d = _mvtec(tmp_path)
+    res = runner.invoke(app, _fit(d, tmp_path / "r"))
+    assert res.exit_code == 0, res.output
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(d / "ground_truth/crack/001_mask.png")
+    _fails_cleanly(["evaluate", "--run", str(tmp_path / "r"), "--data", str(d)], "001_mask.png")
+    for f in (d / "ground_truth/crack").iterdir():
+        f.unlink()
+    (d / "ground_truth/crack").rmdir()
+    (d / "ground_truth/other").mkdir()
+    _fails_cleanly(["evaluate", "--run", str(tmp_path / "r"), "--data", str(d)], "ground_truth/crack")
+
+
+def test_grayscale_image_among_rgb_is_converted_with_a_warning(tmp_path):
+    d = _mvtec(tmp_path)
+    Image.fromarray(np.full((40, 40), 128, np.uint8)).save(d / "train/good/gray.png")
+    res = runner.invoke(app, _fit(d, tmp_path / "r"))
+    assert res.exit_code == 0, res.output
+    assert "gray.png" in res.output and "converted" in res.output
+
+
+def test_unknown_method_and_option_are_one_line_errors(tmp_path):
+    d = _mvtec(tmp_path)
+    _fails_cleanly(["fit", "--method", "nope", "--data", str(d), "--out", str(tmp_path / "r")], "unknown method")
+    _fails_cleanly(["fit", "--method", "ae_l2", "--data", str(d), "--out", str(tmp_path / "r"), "-o", "wings=2"],
+                   "wings")
+    _fails_cleanly(["evaluate", "--run", str(tmp_path / "nothing"), "--data", str(d)], "not a latentad run")
