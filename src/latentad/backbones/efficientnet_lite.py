@@ -17,8 +17,9 @@ Any `_blocks.i` (or `block{i}`) path is also a level. The mapping is computed fr
 so it is exact for every variant.
 
 For speed the model is built with dynamic "same" padding (any input size), every BatchNorm is folded
-into its convolution, and stride-1 convolutions use native symmetric padding (identical results, about
-1.4x faster on CPU). `fuse=False` keeps the original modules.
+into its convolution, stride-1 convolutions use native symmetric padding and the activations inside
+blocks run in place (identical results, about 1.4x faster on CPU). `fuse=False` keeps the original
+modules.
 """
 
 from __future__ import annotations
@@ -139,4 +140,7 @@ def fuse_model(model: nn.Module) -> nn.Module:
             fold_conv_bn(conv, bn)
             setattr(owner, bn_name, nn.Identity())
         setattr(owner, conv_name, _maybe_plain(conv))
+    for block in model._blocks:  # in-place activations inside blocks: less memory traffic
+        if isinstance(block._swish, nn.ReLU6):
+            block._swish = nn.ReLU6(inplace=True)
     return model

@@ -51,6 +51,13 @@ class FeatureExtractor(nn.Module):
         name: the backbone's name (for messages and saved configs).
         channels_last: run the network in channels_last memory format (faster on CPU).
         early_stop: stop the forward once all levels are recorded.
+        micro_batch: on CPU, run the network on this many images at a time (0 = the whole batch;
+            None = auto: 2 when torch runs one intra-op thread, else the whole batch). With one
+            thread, small chunks keep intermediate tensors small enough for the allocator to reuse
+            them instead of mapping fresh pages for every layer (measured about 1.5x faster at
+            224 px than chunks of 16). With several threads, small chunks multiply the OpenMP
+            barriers: on the shared, loaded 2-core machines 2 threads ran 40x slower with 1-image
+            chunks than with whole batches.
     """
 
     def __init__(
@@ -62,6 +69,7 @@ class FeatureExtractor(nn.Module):
         name: str = "custom",
         channels_last: bool = True,
         early_stop: bool = True,
+        micro_batch: int | None = None,
     ) -> None:
         super().__init__()
         if not levels:
@@ -72,6 +80,7 @@ class FeatureExtractor(nn.Module):
         self.levels = list(levels)
         self.channels_last = channels_last
         self.early_stop = early_stop
+        self.micro_batch = micro_batch
         mean, std = _norm_pair(normalize, name)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
@@ -114,6 +123,15 @@ class FeatureExtractor(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        n = self.micro_batch
+        if n is None:
+            n = 2 if torch.get_num_threads() == 1 else 0
+        if n and x.device.type == "cpu" and x.shape[0] > n:
+            parts = [self._forward(x[i : i + n]) for i in range(0, x.shape[0], n)]
+            return {lv: torch.cat([p[lv] for p in parts]) for lv in self.levels}
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         self._captured = {}
         try:
             self.model(self.preprocess(x))

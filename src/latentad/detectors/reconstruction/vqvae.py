@@ -217,27 +217,28 @@ def vqvae_loss(model: VQVAEModel, x: torch.Tensor, beta: float, eps: float = 1e-
 # -- the detector ------------------------------------------------------------------------------------
 @dataclass
 class VQVAEConfig(DetectorConfig):
-    """Defaults = the CPU recipe (see `VQVAE.presets` for the paper's settings)."""
+    """Defaults = the CPU recipe (`benchmarks/results/vqvae_probes.md`); the paper's settings are the
+    `paper_*` presets of `VQVAE.presets`."""
 
     image_size: int = 128
     channels: int = 3
     batch_size: int = 16
     seed: int = 0
-    # model
+    # model (paper: width = code_dim = 256, M = 512; n_down 3 at 256 px)
     width: int = 64
-    n_down: int = 2
+    n_down: int = 4  # 128 px -> latent 8x8: the compression that made the AM useful on CPU budgets
     n_res: int = 3
     codebook_size: int = 512
     code_dim: int = 64
     beta: float = 0.25
     cb_eps: float = 1e-6
     # codebook training (all off in the paper presets)
-    kmeans_init: bool = False
-    ema_decay: float = 0.0
-    dead_code_reset: bool = False
+    kmeans_init: bool = True  # k-means of the first batch's encoder outputs
+    ema_decay: float = 0.0  # > 0: EMA codebook updates instead of the codebook loss term
+    dead_code_reset: bool = True  # codes unused for `reset_every` steps re-drawn from encoder outputs
     reset_every: int = 50
     # training schedule (latentad.training.TrainSchedule)
-    epochs: int = 20
+    epochs: int = 30
     lr: float = 1e-3
     augment_to: int | None = 1024
     rotation: bool = True
@@ -252,7 +253,7 @@ class VQVAEConfig(DetectorConfig):
     ssim_window: int = 11
     ssim_gray: bool = False  # SSIM on the luminance instead of per channel
     ssim_dilation: int = 0  # grey dilation of the SSIM map (the paper's UCSD variant); 0/1 = off
-    am_dilation: int = 3  # grey dilation of the upsampled AM (size of the square, in input pixels)
+    am_dilation: int = 9  # grey dilation of the upsampled AM (side of the square, input pixels)
     am_upsample: str = "bilinear"  # "bilinear" | "nearest"
     score: str = "mean"  # "mean" (paper, CIFAR-10 protocol) | "max"
 
@@ -268,24 +269,27 @@ class VQVAE(TrainableDetector):
     Config: ClassVar[type[DetectorConfig]] = VQVAEConfig
     config: VQVAEConfig
     use_am: ClassVar[bool] = False
+    # The paper gives the architecture, M, D, beta, the augmentation (MVTec: 1024 images per epoch by
+    # random rotation + flips) and the input sizes; it gives neither the optimiser schedule nor the
+    # dilation sizes, so those below are our choices (dilations of about one latent cell).
+    _paper = dict(width=256, code_dim=256, codebook_size=512, n_res=3, beta=0.25, kmeans_init=False,
+                  dead_code_reset=False, ema_decay=0.0, score="mean")
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        # Paper, MVTec AD: 256 px, 3 down-samplings (latent 32x32), width = D = 256, M = 512,
-        # 1024 augmented images (random rotation + flips) per epoch. Schedule not given in the paper.
-        "paper_mvtec": dict(image_size=256, channels=3, n_down=3, width=256, code_dim=256,
-                            codebook_size=512, epochs=100, lr=2e-4, batch_size=16, augment_to=1024,
-                            am_dilation=7, ssim_dilation=0, score="mean"),
-        # Paper, UCSD Ped1: grayscale 128 px, 2 down-samplings (latent 32x32), dilation of the SSIM map.
-        "paper_ucsd": dict(image_size=128, channels=1, n_down=2, width=256, code_dim=256,
-                           codebook_size=512, epochs=30, lr=2e-4, batch_size=32, augment_to=None,
-                           rotation=False, flips=False, am_dilation=5, ssim_dilation=5, score="mean"),
-        # Paper, CIFAR-10: 32 px, 2 down-samplings (latent 8x8); image score = mean of the map.
-        "paper_cifar": dict(image_size=32, channels=3, n_down=2, width=256, code_dim=256,
-                            codebook_size=512, epochs=50, lr=2e-4, batch_size=128, augment_to=None,
-                            rotation=False, flips=True, am_dilation=3, ssim_window=7, score="mean"),
+        # MVTec AD: 256 px RGB, 3 down-samplings (latent 32x32).
+        "paper_mvtec": dict(_paper, image_size=256, channels=3, n_down=3, epochs=100, lr=2e-4,
+                            batch_size=16, augment_to=1024, am_dilation=7, ssim_dilation=0),
+        # UCSD Ped1: grayscale 128 px, 2 down-samplings (latent 32x32), grey dilation of the SSIM map.
+        "paper_ucsd": dict(_paper, image_size=128, channels=1, n_down=2, epochs=30, lr=2e-4,
+                           batch_size=32, augment_to=None, rotation=False, flips=False, am_dilation=5,
+                           ssim_dilation=5),
+        # CIFAR-10 one-vs-rest: 32 px, 2 down-samplings (latent 8x8); image score = mean of the map.
+        "paper_cifar": dict(_paper, image_size=32, channels=3, n_down=2, epochs=50, lr=2e-4,
+                            batch_size=128, augment_to=None, rotation=False, flips=True, am_dilation=3,
+                            ssim_window=7),
         # Longer CPU run (<= 2 h on 2 cores) aimed at the paper's bottle figures.
-        "cpu_long": dict(image_size=128, n_down=2, width=96, code_dim=64, epochs=80, lr=1e-3,
-                         kmeans_init=True, dead_code_reset=True),
+        "cpu_long": dict(image_size=128, n_down=4, width=128, code_dim=64, epochs=100, lr=1e-3),
     }
+    del _paper
 
     def __init__(self, config: DetectorConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)

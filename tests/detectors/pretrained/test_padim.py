@@ -1,0 +1,75 @@
+"""PaDiM: streaming Gaussian statistics, Mahalanobis against scipy, channel subset, Ledoit-Wolf."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import mahalanobis
+from sklearn.covariance import LedoitWolf
+
+from latentad.detectors.pretrained.padim import GaussianAccumulator, PaDiM
+from latentad.errors import ConfigError
+
+
+def _samples(n=41, p=3, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, p, d)) * rng.uniform(0.3, 3.0, size=(1, p, d)) + 100.0  # large offset
+    x[:, :, 1] += 0.7 * x[:, :, 0]
+    return x
+
+
+def test_streaming_moments_match_numpy_and_sklearn():
+    x = _samples()
+    acc = GaussianAccumulator(fourth_moments=True)
+    for s in range(0, len(x), 8):  # uneven batches
+        acc.update(torch.from_numpy(x[s : s + 8]))
+    mean, cov = acc.mean_cov()
+    _, lw = acc.ledoit_wolf()
+    for p in range(x.shape[1]):
+        np.testing.assert_allclose(mean[p].numpy(), x[:, p].mean(0), rtol=1e-12)
+        np.testing.assert_allclose(cov[p].numpy(), np.cov(x[:, p].T), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(lw[p].numpy(), LedoitWolf().fit(x[:, p]).covariance_, rtol=1e-9, atol=1e-9)
+
+
+def test_mahalanobis_matches_scipy(tiny_net, tiny_split):
+    det = PaDiM(backbone=tiny_net(), levels=("layer1", "layer2"), image_size=32, feature_stride=8)
+    det.fit(tiny_split.train)
+    x = tiny_split.test.load_all().images
+    g = torch.cat(list(det._grids(x)))  # (B, d, 4, 4)
+    got = det.mahalanobis(g).numpy()
+    b, d, h, w = g.shape
+    flat = g.flatten(2).numpy()
+    for i in range(b):
+        for pos in (0, 5, h * w - 1):
+            vi = det.precision[pos].double().numpy()
+            ref = mahalanobis(flat[i, :, pos], det.mean[pos].double().numpy(), vi)
+            assert got[i].reshape(-1)[pos] == pytest.approx(ref, rel=1e-4)
+    # and the precision is the inverse of the regularised covariance of the training patches
+    train = torch.cat(list(det._grids(tiny_split.train))).flatten(2).double().numpy()
+    cov = np.cov(train[:, :, 3].T) + 0.01 * np.eye(d)
+    np.testing.assert_allclose(det.precision[3].double().numpy(), np.linalg.inv(cov), rtol=2e-3, atol=1e-5)
+
+
+def test_channel_subset_is_seeded_and_sized(tiny_net, tiny_split):
+    opts = {"levels": ("layer1", "layer2"), "image_size": 32, "feature_stride": 8, "n_features": 7}
+    a = PaDiM(backbone=tiny_net(), seed=0, **opts).fit(tiny_split.train)
+    b = PaDiM(backbone=tiny_net(), seed=0, **opts).fit(tiny_split.train)
+    c = PaDiM(backbone=tiny_net(), seed=1, **opts).fit(tiny_split.train)
+    assert a.channels.tolist() == b.channels.tolist() and len(a.channels) == 7
+    assert a.channels.tolist() != c.channels.tolist()
+    assert a.precision.shape == (16, 7, 7) and a.mean.shape == (16, 7)
+
+
+def test_ledoit_wolf_option_and_bad_option(tiny_net, tiny_split):
+    opts = {"levels": ("layer1", "layer2"), "image_size": 32, "feature_stride": 8}
+    det = PaDiM(backbone=tiny_net(), covariance="ledoit_wolf", **opts).fit(tiny_split.train)
+    assert np.isfinite(det.predict(tiny_split.test).image_scores).all()
+    with pytest.raises(ConfigError, match="covariance"):
+        PaDiM(backbone=tiny_net(), covariance="oas", **opts).fit(tiny_split.train)
+
+
+def test_image_score_is_the_map_maximum(tiny_net, tiny_split):
+    det = PaDiM(backbone=tiny_net(), levels=("layer1",), image_size=32, feature_stride=4).fit(tiny_split.train)
+    pred = det.predict(tiny_split.test)
+    np.testing.assert_allclose(pred.image_scores, pred.anomaly_maps.reshape(len(pred.image_scores), -1).max(1))
