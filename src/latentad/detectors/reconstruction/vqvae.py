@@ -20,8 +20,20 @@ Choices the paper leaves open, made here and documented:
 - Codebook init: uniform(-1/M, 1/M) as in van den Oord's code. Options off in the paper presets:
   k-means init on the first training batch, EMA codebook updates, dead-code reset (codes unused for
   `reset_every` steps are re-drawn from the current batch's encoder outputs).
-- Training schedule (epochs, learning rate, batch size) is not in the paper; the paper presets use
-  Adam with the values below.
+  With EMA updates the codebook term is dropped (the EMA moves the codes) and the codebook is not a
+  trained parameter.
+- Training schedule (epochs, learning rate, batch size) and dilation sizes are not in the paper; the
+  paper presets use Adam with the values below.
+- The continuous Bernoulli's mean never reaches 0 or 1 (it is 1 - 1/eta for a large logit eta, about
+  0.93 with lambda <= 1 - 1e-6), so a pure-white background is reconstructed as light grey; SSIM's
+  luminance term barely notices (0.997), but it is a property of the likelihood the paper chose.
+
+CPU default (the config defaults, `benchmarks/results/vqvae_probes.md`): 128 px, width = D = 64,
+M = 512, n_down 4 (latent 8x8: the paper's 8x down-sampling reconstructs the defects back and the AM
+stays weak within a CPU budget), k-means codebook init + dead-code reset (without them the codebook
+collapses to ~20 codes and the AM lowers the AUROC), 30 epochs of 1024 augmented images, AM dilation 9.
+MVTec bottle, pixel AUROC of SSIM+AM: 0.930 / 0.912 / 0.938 for seeds 0 / 1 / 2, about 6.5 min of
+training on one thread.
 """
 
 from __future__ import annotations
