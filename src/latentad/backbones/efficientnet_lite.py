@@ -29,10 +29,9 @@ import importlib
 import io
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 
-from latentad.backbones.extractor import fold_conv_bn
+from latentad.backbones.extractor import fold_conv_bn, load_checkpoint
 from latentad.errors import ConfigError, DataError
 
 VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -77,19 +76,7 @@ def build(variant: str = "efficientnet_lite0", weights_path: str | Path | None =
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
         model = EfficientNet.from_name(variant.replace("_", "-"), image_size=None)
     if pretrained:
-        path = Path(weights_path) if weights_path else weights_file(variant)
-        if not path.is_file():
-            raise DataError(f"{path}: weights file not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise DataError(f"{path}: not a readable torch checkpoint ({exc})") from None
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise DataError(
-                f"{path}: not {variant} weights (missing {result.missing_keys[:3]}, "
-                f"unexpected {result.unexpected_keys[:3]})"
-            )
+        load_checkpoint(model, Path(weights_path) if weights_path else weights_file(variant), variant)
     model.eval()
     if fuse:
         fuse_model(model)

@@ -11,11 +11,12 @@ levels costs only the early layers). Level names are either aliases the backbone
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from latentad.errors import ConfigError
+from latentad.errors import ConfigError, DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -193,3 +194,19 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
             bias = bias + conv.bias.detach() * scale
         conv.weight.mul_(scale.view(-1, 1, 1, 1))
         conv.bias = nn.Parameter(bias, requires_grad=False)
+
+
+def load_checkpoint(model: nn.Module, path: Path, what: str) -> None:
+    """Load a third-party ImageNet checkpoint (tensors only: weights_only=True) into `model`, refusing
+    one whose keys do not all match, with a one-line error naming the file."""
+    if not path.is_file():
+        raise DataError(f"{path}: weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable torch checkpoint ({exc})") from None
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise DataError(
+            f"{path}: not {what} weights (missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
+        )

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from latentad.backbones.extractor import fold_conv_bn
+from latentad.backbones.extractor import fold_conv_bn, load_checkpoint
 from latentad.errors import ConfigError, DataError
 
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
@@ -124,17 +124,7 @@ def build(weights_path: str | Path | None = None, pretrained: bool = True, fuse:
     """An eval-mode MobileNetV2 with torchvision's ImageNet weights (random when pretrained=False)."""
     model = MobileNetV2()
     if pretrained:
-        path = find_weights(weights_path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise DataError(f"{path}: not a readable torch checkpoint ({exc})") from None
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise DataError(
-                f"{path}: not MobileNetV2 weights (missing {result.missing_keys[:3]}, "
-                f"unexpected {result.unexpected_keys[:3]})"
-            )
+        load_checkpoint(model, find_weights(weights_path), "MobileNetV2")
     model.eval()
     if fuse:
         fuse_model(model)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentad.detectors.base import DetectorConfig, Prediction
-from latentad.detectors.reconstruction.trainable import TrainableDetector
+from latentad.detectors.base import Prediction
+from latentad.detectors.reconstruction.trainable import TrainableDetector, TrainingConfig
 from latentad.maps.ssim import ssim_anomaly_map, ssim_map
 
 
@@ -64,7 +64,7 @@ class BergmannAE(nn.Module):
 
 
 @dataclass
-class AEConfig(DetectorConfig):
+class AEConfig(TrainingConfig):
     image_size: int = 128
     latent_dim: int = 100
     base_width: int = 32
@@ -72,11 +72,8 @@ class AEConfig(DetectorConfig):
     epochs: int = 40
     lr: float = 5e-4
     batch_size: int = 32
-    augment_to: int | None = 1024
     max_angle: float = 15.0
-    flips: bool = True
     ssim_window: int = 11
-    score: str = "mean"  # image score from the map: "mean" or "max"
 
 
 class _AEBase(TrainableDetector):

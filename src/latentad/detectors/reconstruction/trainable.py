@@ -1,22 +1,43 @@
 """What every trained reconstruction detector shares: fit through `train_model` (checkpoints,
 resume, progress), weights in safetensors, the training history in JSON, image score from the map.
 
-Subclasses provide `build_model()`, `loss(model, x) -> dict` and `predict`; their Config needs the
-schedule fields `epochs, lr, batch_size, augment_to, max_angle, flips` and `score`.
+Subclasses provide `build_model()`, `loss(model, x) -> dict` and `predict`; their Config derives
+from `TrainingConfig`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any, Self
 
 import torch
 from torch import nn
 
 from latentad.data.base import ImageSet, require_nonempty
-from latentad.detectors.base import Detector
+from latentad.detectors.base import Detector, DetectorConfig
 from latentad.errors import ModelFileError
 from latentad.training import TrainSchedule, train_model
+
+
+@dataclass
+class TrainingConfig(DetectorConfig):
+    """The schedule fields every trained detector's config shares (see `latentad.training.TrainSchedule`)."""
+
+    epochs: int = 10
+    lr: float = 1e-3
+    augment_to: int | None = 1024  # images per epoch (the paper: 1024); None = the set as is
+    rotation: bool = True
+    flips: bool = True
+    max_angle: float = 180.0
+    warmup_epochs: int = 0
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.0
+    channels_last: bool = True
+    score: str = "mean"  # image score from the map: "mean" (the paper's protocol) or "max"
+
+
+_SCHEDULE_FIELDS = tuple(f.name for f in dataclasses.fields(TrainSchedule))
 
 
 class TrainableDetector(Detector):
@@ -39,11 +60,7 @@ class TrainableDetector(Detector):
         return {}
 
     def schedule(self) -> TrainSchedule:
-        c = self.config
-        return TrainSchedule(
-            epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, augment_to=c.augment_to,
-            rotation=c.max_angle > 0, flips=c.flips, max_angle=c.max_angle,
-        )
+        return TrainSchedule(**{k: getattr(self.config, k) for k in _SCHEDULE_FIELDS})
 
     def fit(self, train: ImageSet) -> Self:
         require_nonempty(train, train.name)

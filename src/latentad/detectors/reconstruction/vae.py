@@ -30,10 +30,9 @@ from torch import nn
 from latentad.detectors.base import DetectorConfig, Images, Latents, Prediction
 from latentad.detectors.reconstruction.blocks import Decoder, Encoder
 from latentad.detectors.reconstruction.losses import gaussian_kl
-from latentad.detectors.reconstruction.trainable import TrainableDetector
+from latentad.detectors.reconstruction.trainable import TrainableDetector, TrainingConfig
 from latentad.errors import ConfigError
 from latentad.maps.fusion import upsample_map
-from latentad.training import TrainSchedule
 
 
 class SpatialVAE(nn.Module):
@@ -61,7 +60,7 @@ class SpatialVAE(nn.Module):
 
 
 @dataclass
-class VAEConfig(DetectorConfig):
+class VAEConfig(TrainingConfig):
     image_size: int = 128
     channels: int = 3
     batch_size: int = 16
@@ -71,22 +70,11 @@ class VAEConfig(DetectorConfig):
     n_res: int = 2
     latent_ch: int = 16
     kl_weight: float = 1.0
-    epochs: int = 20
-    lr: float = 1e-3
-    augment_to: int | None = 1024
-    rotation: bool = True
-    flips: bool = True
-    max_angle: float = 180.0
-    warmup_epochs: int = 0
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.0
-    channels_last: bool = True
+    epochs: int = 20  # other schedule fields: TrainingConfig's defaults
     kl_upsample: str = "bilinear"
     score: str = "mean"  # "mean" | "max"
 
 
-_SCHEDULE_FIELDS = ("epochs", "lr", "batch_size", "augment_to", "rotation", "flips", "max_angle",
-                    "warmup_epochs", "min_lr_ratio", "weight_decay", "channels_last")
 
 
 class _VAEBase(TrainableDetector):
@@ -115,9 +103,6 @@ class _VAEBase(TrainableDetector):
     def build_model(self) -> SpatialVAE:
         c = self.config
         return SpatialVAE(c.channels, c.width, c.n_down, c.n_res, c.latent_ch)
-
-    def schedule(self) -> TrainSchedule:
-        return TrainSchedule(**{k: getattr(self.config, k) for k in _SCHEDULE_FIELDS})
 
     def loss(self, model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = model(x)

@@ -49,13 +49,12 @@ from torch import nn
 from latentad.detectors.base import DetectorConfig, Images, Latents, Prediction
 from latentad.detectors.reconstruction.blocks import Decoder, Encoder
 from latentad.detectors.reconstruction.losses import cb_mean_logits, cb_nll_logits
-from latentad.detectors.reconstruction.trainable import TrainableDetector
+from latentad.detectors.reconstruction.trainable import TrainableDetector, TrainingConfig
 from latentad.errors import ConfigError
 from latentad.maps.alignment import alignment_map
 from latentad.maps.fusion import fuse_am_ssim
 from latentad.maps.morphology import grey_dilation
 from latentad.maps.ssim import ssim_anomaly_map
-from latentad.training import TrainSchedule
 
 
 # -- the torch model ---------------------------------------------------------------------------------
@@ -228,7 +227,7 @@ def vqvae_loss(model: VQVAEModel, x: torch.Tensor, beta: float, eps: float = 1e-
 
 # -- the detector ------------------------------------------------------------------------------------
 @dataclass
-class VQVAEConfig(DetectorConfig):
+class VQVAEConfig(TrainingConfig):
     """Defaults = the CPU recipe (`benchmarks/results/vqvae_probes.md`); the paper's settings are the
     `paper_*` presets of `VQVAE.presets`."""
 
@@ -250,16 +249,7 @@ class VQVAEConfig(DetectorConfig):
     dead_code_reset: bool = True  # codes unused for `reset_every` steps re-drawn from encoder outputs
     reset_every: int = 50
     # training schedule (latentad.training.TrainSchedule)
-    epochs: int = 30
-    lr: float = 1e-3
-    augment_to: int | None = 1024
-    rotation: bool = True
-    flips: bool = True
-    max_angle: float = 180.0
-    warmup_epochs: int = 0
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.0
-    channels_last: bool = True
+    epochs: int = 30  # other schedule fields: TrainingConfig's defaults
     # maps and scores
     reconstruction: str = "mean"  # "mean" (E[x] of the CB) | "lambda"
     ssim_window: int = 11
@@ -270,8 +260,6 @@ class VQVAEConfig(DetectorConfig):
     score: str = "mean"  # "mean" (paper, CIFAR-10 protocol) | "max"
 
 
-_SCHEDULE_FIELDS = ("epochs", "lr", "batch_size", "augment_to", "rotation", "flips", "max_angle",
-                    "warmup_epochs", "min_lr_ratio", "weight_decay", "channels_last")
 
 
 class VQVAE(TrainableDetector):
@@ -325,9 +313,6 @@ class VQVAE(TrainableDetector):
         c = self.config
         return VQVAEModel(c.channels, c.width, c.n_down, c.n_res, c.codebook_size, c.code_dim,
                           c.ema_decay, c.dead_code_reset, c.reset_every, c.kmeans_init)
-
-    def schedule(self) -> TrainSchedule:
-        return TrainSchedule(**{k: getattr(self.config, k) for k in _SCHEDULE_FIELDS})
 
     def loss(self, model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return vqvae_loss(model, x, self.config.beta, self.config.cb_eps)  # type: ignore[arg-type]
