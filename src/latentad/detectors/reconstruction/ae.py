@@ -84,6 +84,13 @@ class _AEBase(TrainableDetector):
         "paper": {"image_size": 128, "latent_dim": 100, "augment_to": 10_000, "epochs": 10, "lr": 2e-4},
         # the ELPV demo: a few minutes on 2 cores.
         "demo": {"image_size": 128, "epochs": 12, "augment_to": 512},
+        # Longer CPU run on one MVTec category (beside the VQ-VAE's `cpu_long`): the default model at
+        # Bergmann et al.'s 128 px, 100 epochs of 1024 augmented images (~25 min of one core).
+        "cpu_long": {"image_size": 128, "epochs": 100},
+        # MNIST one-vs-rest: 32 px (digits resized from 28), 3 down-samplings to 4x4, latent 32;
+        # no rotation or flips (they change a digit's identity).
+        "mnist": {"image_size": 32, "channels": 1, "n_down": 3, "latent_dim": 32, "epochs": 30, "lr": 1e-3,
+                  "batch_size": 32, "augment_to": None, "rotation": False, "flips": False, "ssim_window": 7},
     }
     config: AEConfig
 
