@@ -42,3 +42,28 @@ def test_max_score_is_at_least_the_mean_score(split):
     mean = det.predict(split.test).image_scores
     det.config.score = "max"
     assert np.all(det.predict(split.test).image_scores >= mean)
+
+
+def test_clamp_output_is_linear_in_training_and_clipped_at_inference():
+    import torch
+
+    from latentad.detectors.reconstruction.ae import BergmannAE
+
+    model = BergmannAE(1, 32, latent_dim=4, base=4, n_down=3, output="clamp")
+    with torch.no_grad():
+        model.decoder[-2].bias.fill_(5.0)  # push every output above 1
+        x = torch.rand(2, 1, 32, 32)
+        assert model.train()(x).max() > 1.0
+        out = model.eval()(x)
+    assert out.min() >= 0.0 and out.max() == 1.0
+
+
+def test_clamp_output_round_trips_and_bad_output_is_refused(split, tmp_path):
+    from latentad.errors import ConfigError
+
+    det = create("ae_l2", output="clamp", **TINY).fit(split.train)
+    det.save(tmp_path / "m")
+    np.testing.assert_array_equal(load(tmp_path / "m").predict(split.test).image_scores,
+                                  det.predict(split.test).image_scores)
+    with pytest.raises(ConfigError, match="output must be"):
+        create("ae_l2", output="tanh", **TINY)

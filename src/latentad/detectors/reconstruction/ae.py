@@ -18,6 +18,7 @@ from torch import nn
 
 from latentad.detectors.base import Prediction
 from latentad.detectors.reconstruction.trainable import TrainableDetector, TrainingConfig
+from latentad.errors import ConfigError
 from latentad.maps.ssim import ssim_anomaly_map, ssim_map
 
 
@@ -29,10 +30,18 @@ def _deconv(cin: int, cout: int, k: int, s: int, p: int) -> list[nn.Module]:
     return [nn.ConvTranspose2d(cin, cout, k, s, p), nn.LeakyReLU(0.2, inplace=True)]
 
 
+class ClampAtInference(nn.Module):
+    """Identity while training, clip to [0, 1] in eval mode."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.training else x.clamp(0.0, 1.0)
+
+
 class BergmannAE(nn.Module):
     """Bergmann et al.'s conv AE; `n_down` stride-2 stages take `size` to `size / 2**n_down`."""
 
-    def __init__(self, channels: int, size: int, latent_dim: int = 100, base: int = 32, n_down: int = 4):
+    def __init__(self, channels: int, size: int, latent_dim: int = 100, base: int = 32, n_down: int = 4,
+                 output: str = "sigmoid"):
         super().__init__()
         widths = [base, base, 2 * base, 4 * base][:n_down] + [4 * base] * max(0, n_down - 4)
         layers: list[nn.Module] = []
@@ -53,7 +62,9 @@ class BergmannAE(nn.Module):
             if i < len(widths) - 1:
                 dec += _conv(w, w, 3, 1, 1)
             dec += _deconv(w, nxt, 4, 2, 1)
-        dec += [nn.Conv2d(base, channels, 3, 1, 1), nn.Sigmoid()]
+        # "clamp": a linear output clipped to [0, 1] only at inference, so the loss's gradient never
+        # vanishes the way a saturated sigmoid's does on mostly-black images (MNIST)
+        dec += [nn.Conv2d(base, channels, 3, 1, 1), nn.Sigmoid() if output == "sigmoid" else ClampAtInference()]
         self.decoder = nn.Sequential(*dec)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,6 +85,7 @@ class AEConfig(TrainingConfig):
     batch_size: int = 32
     max_angle: float = 15.0
     ssim_window: int = 11
+    output: str = "sigmoid"  # "sigmoid" (Bergmann et al.) | "clamp" (linear, clipped at inference)
 
 
 class _AEBase(TrainableDetector):
@@ -88,15 +100,22 @@ class _AEBase(TrainableDetector):
         # Bergmann et al.'s 128 px, 100 epochs of 1024 augmented images (~25 min of one core).
         "cpu_long": {"image_size": 128, "epochs": 100},
         # MNIST one-vs-rest: 32 px (digits resized from 28), 3 down-samplings to 4x4, latent 32;
-        # no rotation or flips (they change a digit's identity).
+        # no rotation or flips (they change a digit's identity). Linear output: with the sigmoid the
+        # mostly-black digits drive it into saturation within 30 steps and the AE outputs a blank image.
         "mnist": {"image_size": 32, "channels": 1, "n_down": 3, "latent_dim": 32, "epochs": 30, "lr": 1e-3,
-                  "batch_size": 32, "augment_to": None, "rotation": False, "flips": False, "ssim_window": 7},
+                  "batch_size": 32, "augment_to": None, "rotation": False, "flips": False, "ssim_window": 7,
+                  "output": "clamp"},
     }
     config: AEConfig
 
+    def __init__(self, config=None, **overrides) -> None:
+        super().__init__(config, **overrides)
+        if self.config.output not in ("sigmoid", "clamp"):
+            raise ConfigError(f"{self.name}: output must be 'sigmoid' or 'clamp', not {self.config.output!r}")
+
     def build_model(self) -> nn.Module:
         c = self.config
-        return BergmannAE(c.channels, c.image_size, c.latent_dim, c.base_width, c.n_down)
+        return BergmannAE(c.channels, c.image_size, c.latent_dim, c.base_width, c.n_down, c.output)
 
     def residual_map(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
