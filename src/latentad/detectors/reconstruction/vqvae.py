@@ -291,9 +291,10 @@ class VQVAE(TrainableDetector):
         # only to epoch 12 (pixel AUROC 0.912, probe p09); see benchmarks/results/vqvae_probes.md.
         "cpu_long": dict(image_size=256, n_down=5, width=64, code_dim=64, epochs=100, lr=1e-3,
                          am_dilation=17),
-        # MNIST one-vs-rest (no paper figure): 28 px digits resized to 32, latent 8x8, the CPU recipe's
-        # codebook fixes; no rotation or flips (they change a digit's identity: 6 / 9).
-        "mnist": dict(image_size=32, channels=1, n_down=2, width=64, code_dim=64, epochs=30, lr=1e-3,
+        # MNIST one-vs-rest (no paper figure): 28 px digits resized to 32, latent 4x4 (with 8x8 the
+        # VQ-VAE reconstructs the other digits too: SSIM+AM mean AUROC 0.755 vs 0.946 on digits 1/4/7),
+        # the CPU recipe's codebook fixes; no rotation or flips (they change a digit's identity: 6 / 9).
+        "mnist": dict(image_size=32, channels=1, n_down=3, width=64, code_dim=64, epochs=30, lr=1e-3,
                       batch_size=32, augment_to=None, rotation=False, flips=False, am_dilation=3,
                       ssim_window=7),
     }
