@@ -29,16 +29,16 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, path in enumerate(args.curves):
+    for path in args.curves:
         doc = json.loads(Path(path).read_text())
         rows = doc["rows"]
-        label_run = doc.get("preset") or "default"
+        label_run = doc.get("preset") if doc.get("preset") not in (None, "none") else "default"
         methods = [k for k in rows[0] if isinstance(rows[0][k], dict)]
         for method in methods:
             xs = [r["train_cpu_min_this_process"] for r in rows]
             ys = [r[method][args.metric] for r in rows]
-            ax.plot(xs, ys, marker="o", ms=3, color=STYLE.get(method), linestyle=["-", "--", ":"][i % 3],
-                    label=f"{method} ({label_run})")
+            style = "--" if label_run == "default" else "-"
+            ax.plot(xs, ys, marker="o", ms=3, color=STYLE.get(method), linestyle=style, label=f"{method} ({label_run})")
     for method, value in PAPER.items():
         ax.axhline(value, color=STYLE[method], linewidth=0.8, alpha=0.6, linestyle="-.",
                    label=f"paper Table 1, {method}: {value}")
