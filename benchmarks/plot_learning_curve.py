@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--metric", default="pixel_auroc")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for path in args.curves:
         doc = json.loads(Path(path).read_text())
         rows = doc["rows"]
@@ -48,7 +48,7 @@ def main() -> None:
     ax.set_ylabel(args.metric.replace("_", " "))
     ax.set_title("MVTec AD bottle: learning curve")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(args.out)
