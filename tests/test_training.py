@@ -61,3 +61,37 @@ def test_cosine_schedule_warms_up_then_decays_to_its_floor():
     assert lr_at(s, 9, 100, 10) == 1.0
     assert abs(lr_at(s, 100, 100, 10) - 0.1) < 1e-12
     assert lr_at(s, 50, 100, 10) < lr_at(s, 20, 100, 10)
+
+
+def test_deterministic_algorithms_restores_the_callers_setting():
+    from latentad.training import deterministic_algorithms
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    with deterministic_algorithms():
+        assert torch.are_deterministic_algorithms_enabled()
+    assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) \
+        == before
+
+
+def _vqvae_weights_after_training(threads: int) -> list[torch.Tensor]:
+    from latentad.detectors.base import create
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        images = torch.rand(32, 3, 64, 64, generator=gen)
+        det = create("vqvae_ssim_am", image_size=64, n_down=3, width=64, code_dim=64, codebook_size=512,
+                     epochs=2, augment_to=64, batch_size=16)
+        torch.manual_seed(0)
+        model = det.build_model()
+        train_model(model, images, det.loss, det.schedule(), seed=0)
+        return [v.detach().clone() for v in model.state_dict().values()]
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_two_thread_training_repeats_bit_for_bit():
+    """Multi-threaded CPU backward kernels otherwise accumulate in a thread-dependent order."""
+    a, b = _vqvae_weights_after_training(2), _vqvae_weights_after_training(2)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))

@@ -9,9 +9,10 @@ and resumed therefore computes epochs k+1.. exactly as the uninterrupted run doe
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -109,6 +110,23 @@ def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
     return int(meta["epoch"]), list(meta["history"])
 
 
+@contextlib.contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Deterministic kernels while training, the caller's setting restored afterwards.
+
+    With more than one thread, some CPU backward kernels accumulate in a thread-dependent order, so two
+    runs of the same seed (or a killed-and-resumed run and an uninterrupted one) drift apart: measured
+    on bottle, 0.8892 vs 0.8907 pixel AUROC. Ops without a deterministic kernel warn instead of failing.
+    """
+    was_on = torch.are_deterministic_algorithms_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was_on, warn_only=was_warn_only)
+
+
 def train_model(
     model: nn.Module,
     images: torch.Tensor,
@@ -139,35 +157,36 @@ def train_model(
         progress.start()
         task = progress.add_task(description, total=total_steps, completed=start * steps_per_epoch, info="")
     try:
-        for epoch in range(start, schedule.epochs):
-            t0 = time.perf_counter()
-            torch.manual_seed(_epoch_seed(seed, epoch))
-            gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
-            model.train()
-            sums: dict[str, float] = {}
-            count = 0
-            for i, idx in enumerate(epoch_batches(images.shape[0], schedule, gen)):
-                step = epoch * steps_per_epoch + i
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(schedule, step, total_steps, steps_per_epoch)
-                x = _augment(images[idx], schedule, gen).contiguous(memory_format=fmt)
-                terms = loss_fn(model, x)
-                optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                optimizer.step()
-                count += 1
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                if progress is not None:
-                    shown = "  ".join(f"{k} {v / count:.4g}" for k, v in sums.items())
-                    progress.update(task, advance=1, info=f"epoch {epoch + 1}/{schedule.epochs}  {shown}")
-            entry = {"epoch": epoch, "seconds": time.perf_counter() - t0,
-                     **{k: v / max(1, count) for k, v in sums.items()}}
-            if epoch_end is not None:
-                entry.update(epoch_end(epoch, entry))
-            history.append(entry)
-            if checkpoint_dir is not None:
-                save_checkpoint(checkpoint_dir, model, optimizer, epoch, history, schedule)
+        with deterministic_algorithms():
+            for epoch in range(start, schedule.epochs):
+                t0 = time.perf_counter()
+                torch.manual_seed(_epoch_seed(seed, epoch))
+                gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+                model.train()
+                sums: dict[str, float] = {}
+                count = 0
+                for i, idx in enumerate(epoch_batches(images.shape[0], schedule, gen)):
+                    step = epoch * steps_per_epoch + i
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr_at(schedule, step, total_steps, steps_per_epoch)
+                    x = _augment(images[idx], schedule, gen).contiguous(memory_format=fmt)
+                    terms = loss_fn(model, x)
+                    optimizer.zero_grad(set_to_none=True)
+                    terms["loss"].backward()
+                    optimizer.step()
+                    count += 1
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0.0) + float(v.detach())
+                    if progress is not None:
+                        shown = "  ".join(f"{k} {v / count:.4g}" for k, v in sums.items())
+                        progress.update(task, advance=1, info=f"epoch {epoch + 1}/{schedule.epochs}  {shown}")
+                entry = {"epoch": epoch, "seconds": time.perf_counter() - t0,
+                         **{k: v / max(1, count) for k, v in sums.items()}}
+                if epoch_end is not None:
+                    entry.update(epoch_end(epoch, entry))
+                history.append(entry)
+                if checkpoint_dir is not None:
+                    save_checkpoint(checkpoint_dir, model, optimizer, epoch, history, schedule)
     finally:
         if progress is not None:
             progress.stop()
