@@ -40,10 +40,7 @@ def run_one(model: str, digit: int, args) -> list[dict]:
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     rows = []
     for method in SCORED_BY[model]:
-        det = trained
-        if method != trained.name:
-            det = create(method, args.preset, **json.loads(args.overrides))
-            det.config, det.model, det.fitted = trained.config, trained.model, True
+        det = trained if method == trained.name else trained.scored_as(method)
         m = evaluate(det, split.test).metrics
         rows.append({"method": method, "digit": digit, "preset": args.preset, "image_auroc": m["image_auroc"],
                      "f1_max": m.get("f1_max"), "n_train": len(split.train), "n_test": len(split.test),

@@ -45,12 +45,8 @@ def main() -> None:
 
     preset = None if args.preset == "none" else args.preset
     overrides = json.loads(args.overrides)
-    if args.method == "vqvae":
-        am_det = create("vqvae_ssim_am", preset, **overrides)
-        scorers = [create("vqvae_ssim", preset, **overrides), am_det]
-    else:
-        am_det = create(args.method, preset, **overrides)
-        scorers = [am_det]
+    am_det = create("vqvae_ssim_am" if args.method == "vqvae" else args.method, preset, **overrides)
+    scored_as = ["vqvae_ssim", "vqvae_ssim_am"] if args.method == "vqvae" else [am_det.name]
     split = load_mvtec(args.data, am_det.config.image_size)
     am_det.set_checkpointing(out / "checkpoints", resume=args.resume)
     usage_hook = am_det.epoch_end
@@ -65,10 +61,11 @@ def main() -> None:
             row = {"epoch": epoch + 1, "train_wall_min_this_process": round(clock["wall"] / 60, 2),
                    "train_cpu_min_this_process": round(clock["cpu"] / 60, 2),
                    **{k: extra[k] for k in ("codes_used", "perplexity") if k in extra}}
-            for det in scorers:
-                det.model, det.fitted = am_det.model, True
+            am_det.fitted = True
+            for name in scored_as:
+                det = am_det if name == am_det.name else am_det.scored_as(name)
                 m = evaluate(det, split.test).metrics
-                row[det.name] = {k: m.get(k) for k in KEYS}
+                row[name] = {k: m.get(k) for k in KEYS}
             am_det.model.train()
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -127,6 +127,7 @@ def deterministic_algorithms() -> Iterator[None]:
         torch.use_deterministic_algorithms(was_on, warn_only=was_warn_only)
 
 
+@deterministic_algorithms()
 def train_model(
     model: nn.Module,
     images: torch.Tensor,
@@ -157,36 +158,35 @@ def train_model(
         progress.start()
         task = progress.add_task(description, total=total_steps, completed=start * steps_per_epoch, info="")
     try:
-        with deterministic_algorithms():
-            for epoch in range(start, schedule.epochs):
-                t0 = time.perf_counter()
-                torch.manual_seed(_epoch_seed(seed, epoch))
-                gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
-                model.train()
-                sums: dict[str, float] = {}
-                count = 0
-                for i, idx in enumerate(epoch_batches(images.shape[0], schedule, gen)):
-                    step = epoch * steps_per_epoch + i
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr_at(schedule, step, total_steps, steps_per_epoch)
-                    x = _augment(images[idx], schedule, gen).contiguous(memory_format=fmt)
-                    terms = loss_fn(model, x)
-                    optimizer.zero_grad(set_to_none=True)
-                    terms["loss"].backward()
-                    optimizer.step()
-                    count += 1
-                    for k, v in terms.items():
-                        sums[k] = sums.get(k, 0.0) + float(v.detach())
-                    if progress is not None:
-                        shown = "  ".join(f"{k} {v / count:.4g}" for k, v in sums.items())
-                        progress.update(task, advance=1, info=f"epoch {epoch + 1}/{schedule.epochs}  {shown}")
-                entry = {"epoch": epoch, "seconds": time.perf_counter() - t0,
-                         **{k: v / max(1, count) for k, v in sums.items()}}
-                if epoch_end is not None:
-                    entry.update(epoch_end(epoch, entry))
-                history.append(entry)
-                if checkpoint_dir is not None:
-                    save_checkpoint(checkpoint_dir, model, optimizer, epoch, history, schedule)
+        for epoch in range(start, schedule.epochs):
+            t0 = time.perf_counter()
+            torch.manual_seed(_epoch_seed(seed, epoch))
+            gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+            model.train()
+            sums: dict[str, float] = {}
+            count = 0
+            for i, idx in enumerate(epoch_batches(images.shape[0], schedule, gen)):
+                step = epoch * steps_per_epoch + i
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(schedule, step, total_steps, steps_per_epoch)
+                x = _augment(images[idx], schedule, gen).contiguous(memory_format=fmt)
+                terms = loss_fn(model, x)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                optimizer.step()
+                count += 1
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                if progress is not None:
+                    shown = "  ".join(f"{k} {v / count:.4g}" for k, v in sums.items())
+                    progress.update(task, advance=1, info=f"epoch {epoch + 1}/{schedule.epochs}  {shown}")
+            entry = {"epoch": epoch, "seconds": time.perf_counter() - t0,
+                     **{k: v / max(1, count) for k, v in sums.items()}}
+            if epoch_end is not None:
+                entry.update(epoch_end(epoch, entry))
+            history.append(entry)
+            if checkpoint_dir is not None:
+                save_checkpoint(checkpoint_dir, model, optimizer, epoch, history, schedule)
     finally:
         if progress is not None:
             progress.stop()

@@ -118,6 +118,18 @@ def test_am_map_is_ssim_map_times_dilated_am(fitted, images):
     assert np.allclose(plain.predict(x).anomaly_maps, ssim_anomaly_map(x, out["x_hat"]).numpy(), atol=1e-6)
 
 
+def test_one_training_scored_with_either_map(fitted, images):
+    x = images.load_all().images
+    ssim_only = fitted.scored_as("vqvae_ssim")
+    assert ssim_only.name == "vqvae_ssim" and ssim_only.model is fitted.model
+    want = ssim_anomaly_map(x, fitted._forward(x)["x_hat"]).numpy()
+    assert np.allclose(ssim_only.predict(x).anomaly_maps, want, atol=1e-6)
+    back = ssim_only.scored_as("vqvae_ssim_am")
+    assert np.array_equal(back.predict(x).image_scores, fitted.predict(x).image_scores)
+    with pytest.raises(ConfigError, match="scored as"):
+        fitted.scored_as("vae_l2")
+
+
 def test_save_load_round_trip_gives_identical_scores(fitted, images, tmp_path):
     fitted.save(tmp_path / "m")
     loaded = Detector.load(tmp_path / "m")

@@ -375,6 +375,17 @@ class VQVAE(TrainableDetector):
         self.require_fitted()
         return torch.cat([self._forward(x)["x_hat"] for x in self.iter_batches(images)])
 
+    def scored_as(self, method: str) -> VQVAE:
+        """The same trained VQ-VAE scored with the other map: `vqvae_ssim` and `vqvae_ssim_am` differ
+        only in the map, so one training serves both (the model is shared, not copied)."""
+        self.require_fitted()
+        cls = {"vqvae_ssim": VQVAESSIM, "vqvae_ssim_am": VQVAESSIMAM}.get(method)
+        if cls is None:
+            raise ConfigError(f"{self.name}: can be scored as vqvae_ssim or vqvae_ssim_am, not {method!r}")
+        other = cls(self.config)
+        other.model, other.history, other.fitted = self.model, self.history, True
+        return other
+
     def codebook_usage(self, images: Images) -> dict[str, float]:
         """Perplexity and used-code share of the codes `images` are quantised to."""
         codes = self.embed(images)["codes"].flatten()
