@@ -97,7 +97,7 @@ class _AEBase(TrainableDetector):
         # the ELPV demo: a few minutes on 2 cores.
         "demo": {"image_size": 128, "epochs": 12, "augment_to": 512},
         # Longer CPU run on one MVTec category (beside the VQ-VAE's `cpu_long`): the default model at
-        # Bergmann et al.'s 128 px, 100 epochs of 1024 augmented images (~25 min of one core).
+        # Bergmann et al.'s 128 px, 100 epochs of 1024 augmented images (28 CPU min measured on bottle).
         "cpu_long": {"image_size": 128, "epochs": 100},
         # MNIST one-vs-rest: 32 px (digits resized from 28), 3 down-samplings to 4x4, latent 32;
         # no rotation or flips (they change a digit's identity). Linear output: with the sigmoid the
