@@ -4,6 +4,7 @@ images only. Raw scores never change; recalibrating (`latentad calibrate`) rewri
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,7 +19,9 @@ class Calibration:
     """image_threshold: score above which an image is called anomalous, chosen so that at most
     `target_fpr` of the calibration (normal) images lie above it. map_low / map_high: the median
     and the 99.9th percentile of normal pixels' map values, used to colour heat maps the same way
-    for every image."""
+    for every image. min_fpr: the smallest false-positive rate `n_images` normal images can promise,
+    1 / (n + 1) (the expected rate when the threshold is their maximum, which it is whenever
+    target_fpr < 1 / n)."""
 
     image_threshold: float
     target_fpr: float
@@ -26,6 +29,7 @@ class Calibration:
     map_high: float | None
     n_images: int
     source: str
+    min_fpr: float | None = None
 
     @staticmethod
     def from_normal(scores: np.ndarray, maps: np.ndarray | None, target_fpr: float, source: str) -> Calibration:
@@ -35,11 +39,22 @@ class Calibration:
             if flat.size > 2_000_000:  # a fixed-stride sample is plenty for two quantiles
                 flat = flat[:: flat.size // 2_000_000 + 1]
             low, high = (float(v) for v in np.quantile(flat, [0.5, 0.999]))
-        return Calibration(threshold_for_fpr(scores, target_fpr), target_fpr, low, high, len(scores), source)
+        n = len(scores)
+        if target_fpr < 1.0 / n:
+            warnings.warn(
+                f"calibration: {n} normal images cannot back a target FPR of {target_fpr:g}; the threshold is "
+                f"their maximum score and the smallest false-positive rate {n} images support is "
+                f"1/{n + 1} = {1 / (n + 1):.3g} (hold out more normal images, or set a target FPR >= {1 / n:.3g})",
+                stacklevel=2,
+            )
+        return Calibration(threshold_for_fpr(scores, target_fpr), target_fpr, low, high, n, source, 1.0 / (n + 1))
 
     def save(self, path: str | Path) -> None:
         io.write_json(path, asdict(self))
 
     @staticmethod
     def load(path: str | Path) -> Calibration:
-        return Calibration(**io.read_json(path))
+        values = io.read_json(path)
+        if values.get("min_fpr") is None and values.get("n_images"):
+            values["min_fpr"] = 1.0 / (int(values["n_images"]) + 1)  # files written before it was recorded
+        return Calibration(**values)

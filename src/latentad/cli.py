@@ -1,9 +1,9 @@
 """The `latentad` command line: a small, stable contract that scripts rely on.
 
     latentad fit --method NAME --data DIR --out RUN [--preset P] [--seed N] [--epochs E] [--resume]
-    latentad evaluate --run RUN --data DIR [--json]
-    latentad predict --run RUN --out OUT PATH...
-    latentad calibrate --run RUN [--target-fpr F] PATH...
+    latentad evaluate --run RUN --data DIR [--json] [--eval-size S]
+    latentad predict --run RUN --out OUT [--no-recursive] PATH...
+    latentad calibrate --run RUN [--target-fpr F] [--no-recursive] PATH...
     latentad list
     latentad demo [--out DIR]
 
@@ -81,10 +81,12 @@ def fit(
     target_fpr: Annotated[float, typer.Option(help="false-positive rate the threshold aims at")] = 0.01,
 ) -> None:
     """Train a detector on the normal images of DATA and save it to OUT."""
+    from latentad.config import coerce_options
+    from latentad.detectors.base import get_method
     from latentad.runs import fit_run, parse_options
 
     def go():
-        options = parse_options(option)
+        options = coerce_options(get_method(method).Config, parse_options(option))
         if epochs is not None:
             options["epochs"] = epochs
         summary = fit_run(out, method, data, fmt, parse_options(data_option), preset, options, seed, resume,
@@ -101,13 +103,15 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object of metrics")] = False,
     fmt: Annotated[str | None, typer.Option("--format", help="data format (default: as fitted)")] = None,
     data_option: DataOpt = None,
+    eval_size: Annotated[int | None, typer.Option(help="side (px) maps and masks are resized to for the pixel "
+                                                       "metrics (default: the detector's input size)")] = None,
 ) -> None:
     """Score DATA's test split; write RUN/metrics.json, scores.csv, heat maps and report.html."""
     from latentad.runs import evaluate_run, parse_options
 
     def go():
         opts = parse_options(data_option) if data_option else None
-        result = evaluate_run(run, data, fmt, opts)
+        result = evaluate_run(run, data, fmt, opts, eval_size=eval_size)
         m = result.metrics
         if as_json:
             typer.echo(json.dumps({k: m.get(k) for k in JSON_KEYS}))
@@ -125,12 +129,13 @@ def predict(
     run: Annotated[Path, typer.Option(help="run folder written by fit")],
     out: Annotated[Path, typer.Option(help="folder for scores.csv and heat-map overlays")],
     paths: Annotated[list[Path], typer.Argument(help="image files or folders of images")],
+    recursive: Annotated[bool, typer.Option(help="descend into sub-folders of the folders given")] = True,
 ) -> None:
     """Score images: OUT/scores.csv (path, score, is_anomalous) and one overlay PNG per image."""
     from latentad.predict import predict_paths
 
     def go():
-        rows = predict_paths(run, out, paths)
+        rows = predict_paths(run, out, paths, recursive)
         n_anom = sum(r["is_anomalous"] for r in rows)
         typer.echo(f"scored {len(rows)} images ({n_anom} anomalous at the run's threshold) -> {out}")
 
@@ -142,13 +147,18 @@ def calibrate_cmd(
     run: Annotated[Path, typer.Option(help="run folder written by fit")],
     paths: Annotated[list[Path], typer.Argument(help="NORMAL image files or folders")],
     target_fpr: Annotated[float, typer.Option(help="false-positive rate to aim at")] = 0.01,
+    recursive: Annotated[bool, typer.Option(help="descend into sub-folders of the folders given")] = True,
 ) -> None:
     """Recompute the run's threshold from normal images only; the model is not touched."""
+    from latentad.errors import ConfigError
     from latentad.predict import recalibrate
 
     def go():
-        cal = recalibrate(run, paths, target_fpr)
-        typer.echo(f"threshold {cal.image_threshold:.6g} at target FPR {target_fpr} from {cal.n_images} images")
+        if not 0.0 < target_fpr < 1.0:
+            raise ConfigError(f"--target-fpr {target_fpr}: must be in (0, 1)")
+        cal = recalibrate(run, paths, target_fpr, recursive)
+        typer.echo(f"threshold {cal.image_threshold:.6g} at target FPR {target_fpr} from {cal.n_images} images "
+                   f"(the smallest FPR {cal.n_images} images support: {cal.min_fpr:.3g})")
 
     _run_safely(go)
 
@@ -161,8 +171,9 @@ def list_methods() -> None:
     for name in available_methods():
         cls = get_method(name)
         presets = ", ".join(["default", *cls.presets])
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        typer.echo(f"{name:16s} {cls.family:15s} presets: {presets}\n{'':16s} {doc}")
+        typer.echo(f"{name:16s} {cls.family:15s} presets: {presets}\n{'':16s} {cls.describe()}")
+        for preset, note in cls.preset_notes.items():
+            typer.echo(f"{'':16s}   {preset}: {note}")
 
 
 @app.command()
@@ -189,6 +200,13 @@ def demo(
 
 
 def main() -> None:
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("latentad: %(message)s"))
+    logger = logging.getLogger("latentad")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         app()
     except SystemExit as exc:

@@ -13,12 +13,15 @@ from latentad.evaluation import score_set
 from latentad.runs import load_run, write_scores_csv
 
 
-def images_from_paths(paths: list[Path], channels: int) -> ImageSet:
-    """Files and folders of images -> one ImageSet in the detector's channel mode."""
+def images_from_paths(paths: list[Path], channels: int, recursive: bool = True) -> ImageSet:
+    """Files and folders of images (folders with their sub-folders when `recursive`) -> one ImageSet.
+
+    Files are decoded in their own mode and brought to the detector's channels by the same conversion
+    as every other path (`data.color`), so `predict` scores an image as `evaluate` does."""
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
-            files += list_images(p)
+            files += list_images(p, recursive)
         elif p.is_file():
             if p.suffix.lower() not in IMAGE_SUFFIXES:
                 raise DataError(f"{p}: not an image file (suffix {p.suffix or 'none'})")
@@ -26,17 +29,17 @@ def images_from_paths(paths: list[Path], channels: int) -> ImageSet:
         else:
             raise DataError(f"{p}: no such file or folder")
     if not files:
-        raise DataError(f"{', '.join(map(str, paths))}: no images found")
-    mode = "L" if channels == 1 else "RGB"
-    return ImageSet([file_record(f, 0, "unknown", mode, None, False) for f in files], None, channels, False,
+        raise DataError(f"{', '.join(map(str, paths))}: no images found"
+                        + ("" if recursive else " (sub-folders not searched: --recursive)"))
+    return ImageSet([file_record(f, 0, "unknown", None, None, False) for f in files], None, channels, False,
                     "images")
 
 
-def predict_paths(run: Path, out: Path, paths: list[Path]) -> list[dict]:
+def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = True) -> list[dict]:
     from latentad.report.figures import save_overlay
 
     _, detector, cal = load_run(run)
-    images = images_from_paths(paths, detector.config.channels)
+    images = images_from_paths(paths, detector.config.channels, recursive)
     with torch.inference_mode():
         pred, _, _, names, _ = score_set(detector, images, progress=f"{detector.name} predict")
     rows = []
@@ -50,9 +53,9 @@ def predict_paths(run: Path, out: Path, paths: list[Path]) -> list[dict]:
     return rows
 
 
-def recalibrate(run: Path, paths: list[Path], target_fpr: float) -> Calibration:
+def recalibrate(run: Path, paths: list[Path], target_fpr: float, recursive: bool = True) -> Calibration:
     _, detector, _ = load_run(run)
-    images = images_from_paths(paths, detector.config.channels)
+    images = images_from_paths(paths, detector.config.channels, recursive)
     with torch.inference_mode():
         pred, *_ = score_set(detector, images, progress=f"{detector.name} calibrate")
     cal = Calibration.from_normal(pred.image_scores, pred.anomaly_maps, target_fpr,

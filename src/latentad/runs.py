@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io as _io
-import json
 import platform
 import sys
 import time
@@ -32,17 +31,16 @@ from latentad.errors import ConfigError, ModelFileError
 from latentad.evaluation import Evaluation, evaluate, score_set
 
 
-def parse_options(pairs: list[str] | None) -> dict[str, Any]:
-    """`key=value` strings -> dict; values parsed as JSON when they can be (numbers, lists, true)."""
-    out: dict[str, Any] = {}
+def parse_options(pairs: list[str] | None) -> dict[str, str]:
+    """`key=value` strings -> {key: text}. The text is typed later by its target's declared type
+    (`latentad.config.coerce_options` for a method's options, the loader's signature for data
+    options), never by how it looks: `-d normal=1` names a folder "1"."""
+    out: dict[str, str] = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise ConfigError(f"option '{pair}': expected key=value")
         key, raw = pair.split("=", 1)
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
+        out[key.strip()] = raw
     return out
 
 
@@ -74,9 +72,14 @@ def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, pre
     """Train `method` on `data` and write the run folder; returns the fit summary."""
     if (run / "model" / "detector.json").exists() and not (resume or force):
         raise ConfigError(f"{run}: already holds a fitted model (use --force to overwrite or another --out)")
+    detector = create(method, preset, seed=seed, **options)  # a bad option is refused before any work
+    detector.set_checkpointing(run / "checkpoints", resume=resume)  # so is a resume with another schedule
+    if not 0.0 < target_fpr < 1.0:
+        raise ConfigError(f"--target-fpr {target_fpr}: must be in (0, 1)")
+    if not 0.0 <= calibration_fraction < 1.0:
+        raise ConfigError(f"--calibration-fraction {calibration_fraction}: must be in [0, 1)")
     split = open_split(data, fmt, data_options)
     fit_set, cal_set = holdout(split.train, calibration_fraction, seed)
-    detector = create(method, preset, seed=seed, **options)
     config = {
         "method": method, "preset": preset or "default", "options": options, "seed": seed,
         "data": {**split.info, "path": str(data), "format_option": fmt, "data_options": data_options},
@@ -93,7 +96,6 @@ def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, pre
         for old in (run / "checkpoints").glob("*"):
             old.unlink()
     io.write_json(run / "config.json", config)
-    detector.set_checkpointing(run / "checkpoints", resume=resume)
     t0 = time.perf_counter()
     detector.fit(fit_set)
     fit_seconds = time.perf_counter() - t0
@@ -131,9 +133,10 @@ def write_scores_csv(path: Path, rows: list[dict]) -> None:
 
 
 def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dict | None,
-                 k_overlays: int = 6) -> Evaluation:
-    """Evaluate a run on `data` (default: the data it was fitted on) and write metrics and report."""
-    from latentad.report.figures import save_overlay, score_histogram
+                 k_overlays: int = 6, eval_size: int | None = None) -> Evaluation:
+    """Evaluate a run on `data` (default: the data it was fitted on) and write metrics and report;
+    pixel metrics at the detector's input size, or at `eval_size` (recorded in the metrics)."""
+    from latentad.report.figures import roc_pro_curves, save_overlay, score_histogram
     from latentad.report.html import write_report
 
     config, detector, cal = load_run(run)
@@ -142,7 +145,7 @@ def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dic
     fmt = fmt or dconf.get("format_option", "auto")
     opts = dconf.get("data_options", {}) if data_options is None else data_options
     split = open_split(str(data), fmt, opts)
-    result = evaluate(detector, split.test)
+    result = evaluate(detector, split.test, eval_size)
     scores, maps = result.prediction.image_scores, result.prediction.anomaly_maps
     metrics = {**result.metrics, "threshold": cal.image_threshold,
                "per_defect": result.per_defect, "data": str(data), "method": config.get("method")}
@@ -164,6 +167,7 @@ def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dic
         overlays[i] = save_overlay(run / "maps" / f"{i:05d}_{Path(rec.path).stem}.png", image, amap,
                                    cal.map_low, cal.map_high)
     hist = score_histogram(run / "maps" / "score_histogram.png", scores, result.labels, cal.image_threshold)
+    curves = roc_pro_curves(run / "maps" / "roc_pro.png", result.labels, scores, result.masks, maps)
     write_report(run, config, result.metrics, result.per_defect, cal, result.paths, result.defect_types,
-                 scores, overlays, hist)
+                 scores, overlays, hist, curves)
     return result

@@ -10,6 +10,7 @@ and resumed therefore computes epochs k+1.. exactly as the uninterrupted run doe
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from latentad import io
-from latentad.errors import ModelFileError
+from latentad.errors import ConfigError, ModelFileError
 
 LossFn = Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]]
 EpochHook = Callable[[int, dict], dict]
@@ -63,8 +64,10 @@ def epoch_batches(n_images: int, schedule: TrainSchedule, generator: torch.Gener
     return list(order.split(schedule.batch_size))
 
 
-def _augment(images: torch.Tensor, schedule: TrainSchedule, generator: torch.Generator) -> torch.Tensor:
-    if not (schedule.augment_to and (schedule.rotation or schedule.flips)):
+def augment_batch(images: torch.Tensor, schedule: TrainSchedule, generator: torch.Generator) -> torch.Tensor:
+    """Rotations and flips, each on its own flag: `augment_to` only sets how many images an epoch
+    draws, so `flips=True` with `augment_to=None` still flips (it once did not)."""
+    if not (schedule.rotation or schedule.flips):
         return images
     from latentad.data.transforms import augment_to
 
@@ -78,8 +81,29 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + 17) % (2**63 - 1)
 
 
+def run_settings(schedule: TrainSchedule, seed: int, extra: dict | None = None) -> dict:
+    """What a checkpoint must have been written with to be resumed: the schedule, the seed and any
+    other settings the caller names (a detector passes its whole config), JSON-normalised."""
+    return json.loads(json.dumps({**(extra or {}), **asdict(schedule), "seed": seed}))
+
+
+def check_resume(directory: Path, settings: dict) -> None:
+    """Refuse to resume from a checkpoint written with other settings: the result would silently
+    differ from an uninterrupted run. One line naming each changed field, its old and new value."""
+    path = directory / CHECKPOINT_JSON
+    if not path.is_file():
+        return
+    saved = io.read_json(path).get("settings") or {}
+    changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in settings.items() if k in saved and saved[k] != v]
+    if changed:
+        raise ConfigError(
+            f"{directory}: cannot --resume with other settings than the checkpoint's ({'; '.join(changed)}); "
+            "rerun with the checkpoint's values, or fit again without --resume"
+        )
+
+
 def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-                    history: list[dict], schedule: TrainSchedule) -> Path:
+                    history: list[dict], schedule: TrainSchedule, settings: dict | None = None) -> Path:
     """Write epoch `epoch`'s checkpoint (safetensors + JSON), then drop the previous one."""
     directory.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -88,7 +112,7 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
     io.write_tensors(directory / name, tensors)
     io.write_json(directory / CHECKPOINT_JSON, {
         "epoch": epoch, "tensors": name, "optimizer": skeleton, "history": history,
-        "schedule": asdict(schedule),
+        "schedule": asdict(schedule), "settings": settings or {},
     })
     for old in directory.glob("checkpoint-epoch*.safetensors"):
         if old.name != name:
@@ -138,15 +162,21 @@ def train_model(
     resume: bool = False,
     epoch_end: EpochHook | None = None,
     description: str = "train",
+    settings: dict | None = None,
 ) -> list[dict]:
-    """Train `model` on `images` (N,C,H,W) in [0,1]; returns the per-epoch history."""
+    """Train `model` on `images` (N,C,H,W) in [0,1]; returns the per-epoch history.
+
+    `settings` (default: the schedule and seed, see `run_settings`) go into every checkpoint, and a
+    resume from a checkpoint written with other settings is refused."""
     from latentad.progress import enabled, make_progress
 
     fmt = torch.channels_last if schedule.channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
     optimizer = torch.optim.Adam(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
     start, history = 0, []
+    settings = settings if settings is not None else run_settings(schedule, seed)
     if resume and checkpoint_dir is not None and (checkpoint_dir / CHECKPOINT_JSON).is_file():
+        check_resume(checkpoint_dir, settings)
         last, history = load_checkpoint(checkpoint_dir, model, optimizer)
         start = last + 1
     steps_per_epoch = math.ceil((schedule.augment_to or images.shape[0]) / schedule.batch_size)
@@ -169,7 +199,7 @@ def train_model(
                 step = epoch * steps_per_epoch + i
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(schedule, step, total_steps, steps_per_epoch)
-                x = _augment(images[idx], schedule, gen).contiguous(memory_format=fmt)
+                x = augment_batch(images[idx], schedule, gen).contiguous(memory_format=fmt)
                 terms = loss_fn(model, x)
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
@@ -186,7 +216,7 @@ def train_model(
                 entry.update(epoch_end(epoch, entry))
             history.append(entry)
             if checkpoint_dir is not None:
-                save_checkpoint(checkpoint_dir, model, optimizer, epoch, history, schedule)
+                save_checkpoint(checkpoint_dir, model, optimizer, epoch, history, schedule, settings)
     finally:
         if progress is not None:
             progress.stop()

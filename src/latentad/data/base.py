@@ -7,6 +7,7 @@ MNIST, CIFAR-10, ELPV, UCSD, synthetic) builds `ImageSet`s and a `Split` from th
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,9 +17,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from latentad.data.color import to_channels
 from latentad.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+SYSTEM_FILES = ("thumbs.db", "desktop.ini", "ehthumbs.db")
+log = logging.getLogger("latentad")
 
 # Loads one record: returns (image HxWxC uint8, mask HxW bool or None).
 Loader = Callable[[], tuple[np.ndarray, np.ndarray | None]]
@@ -131,11 +135,32 @@ def array_record(name: str, image: np.ndarray, label: int, defect_type: str) -> 
     return Record(name, label, defect_type, lambda: (arr, None))
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files of a folder, sorted; non-image files are refused with their name."""
+def is_hidden(path: Path) -> bool:
+    """Dot files and the files operating systems leave in image folders (.DS_Store, Thumbs.db)."""
+    return path.name.startswith(".") or path.name.lower() in SYSTEM_FILES
+
+
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files of a folder (and its sub-folders when `recursive`), sorted, any suffix case.
+
+    Hidden and system files (and hidden folders) are skipped, with their count in the log; any other
+    non-image file is refused with its name, so a stray file is never silently ignored."""
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    entries = folder.rglob("*") if recursive else folder.iterdir()
+    files, skipped = [], 0
+    for p in sorted(entries):
+        if any(part.startswith(".") for part in p.relative_to(folder).parts[:-1]):
+            skipped += p.is_file()
+            continue
+        if not p.is_file():
+            continue
+        if is_hidden(p):
+            skipped += 1
+            continue
+        files.append(p)
+    if skipped:
+        log.info("%s: skipped %d hidden or system file(s) (.DS_Store, Thumbs.db, dot files)", folder, skipped)
     bad = [p for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
     if bad:
         raise DataError(
@@ -160,9 +185,20 @@ def majority_mode(files: Sequence[Path]) -> str:
 
 
 def _to_tensor(image: np.ndarray, size: int | None, channels: int) -> torch.Tensor:
-    """uint8 HxWxC -> float (C,size,size) in [0,1], resized bilinearly (antialiased)."""
+    """uint8 HxWxC -> float (C,size,size) in [0,1], resized bilinearly (antialiased).
+
+    Colour to grey goes through `data.color.to_channels` (BT.601 luma, in float, before resizing), the
+    same function the Python API applies to tensors, so both paths give one model the same pixels."""
+    if image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.shape[2] == 3 and channels == 1:
+        grey = to_channels(torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255.0, 1)[0].numpy()
+        pil = Image.fromarray(grey)  # float32 -> mode "F"
+        if size is not None and pil.size != (size, size):
+            pil = pil.resize((size, size), Image.BILINEAR)
+        return torch.from_numpy(np.asarray(pil, dtype=np.float32).copy())[None]
     if image.shape[2] != channels:
-        image = np.repeat(image, channels, axis=2) if image.shape[2] == 1 else image[:, :, :1]
+        image = np.repeat(image, channels, axis=2)
     pil = Image.fromarray(image[:, :, 0] if channels == 1 else image)
     if size is not None and pil.size != (size, size):
         pil = pil.resize((size, size), Image.BILINEAR)
@@ -184,7 +220,8 @@ class ImageSet:
     """A lazily decoded, resized sequence of images (with masks where the set has them).
 
     `size` is the square side images are resized to (None keeps the original size, which must then
-    be the same for all images); `channels` is 1 or 3.
+    be the same for all images); `channels` is 1 or 3; `mask_size` the side masks are resized to
+    (default: `size`), so pixel metrics can be computed at another resolution than the model's.
     """
 
     records: list[Record]
@@ -192,6 +229,7 @@ class ImageSet:
     channels: int = 3
     has_masks: bool = False
     name: str = "images"
+    mask_size: int | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -200,16 +238,17 @@ class ImageSet:
         rec = self.records[i]
         image, mask = rec.load()
         img_t = _to_tensor(image, self.size, self.channels)
-        mask_t = _mask_to_tensor(mask, self.size) if (self.has_masks and mask is not None) else None
+        mask_side = self.mask_size if self.mask_size is not None else self.size
+        mask_t = _mask_to_tensor(mask, mask_side) if (self.has_masks and mask is not None) else None
         return ImageSample(img_t, mask_t, rec.label, rec.path, rec.defect_type)
 
-    def with_size(self, size: int | None, channels: int | None = None) -> ImageSet:
-        """The same records at another resolution (the detector's input size)."""
-        return ImageSet(self.records, size, channels or self.channels, self.has_masks, self.name)
+    def with_size(self, size: int | None, channels: int | None = None, mask_size: int | None = None) -> ImageSet:
+        """The same records at another resolution (the detector's input size; masks at `mask_size`)."""
+        return ImageSet(self.records, size, channels or self.channels, self.has_masks, self.name, mask_size)
 
     def subset(self, indices: Sequence[int]) -> ImageSet:
         return ImageSet([self.records[i] for i in indices], self.size, self.channels, self.has_masks,
-                        self.name)
+                        self.name, self.mask_size)
 
     @property
     def labels(self) -> np.ndarray:

@@ -37,18 +37,24 @@ def split_indices(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def load_folder(
     root: str | Path,
     normal: str = "normal",
-    abnormal: Sequence[str] | None = None,
+    abnormal: Sequence[str] | str | None = None,
     masks: str = "masks",
     test_fraction: float = 0.5,
     seed: int = 0,
     size: int | None = 256,
+    recursive: bool = True,
 ) -> Split:
     """Read a folder-of-classes data set lazily (see the module docstring for the layout).
 
     `abnormal` names the abnormal class folders (default: every subfolder except `normal` and
-    `masks`). At least one normal image always stays in the training set.
+    `masks`). At least one normal image always stays in the training set. Class folders are read with
+    their sub-folders (`recursive`); a mask then sits at the same relative place under masks/<class>/.
+    Folder names are names, even when they are numbers (`normal="1"`).
     """
     root = Path(root)
+    normal, masks = str(normal), str(masks)
+    if abnormal is not None and not isinstance(abnormal, str):
+        abnormal = [str(a) for a in abnormal]
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
     if not 0.0 <= test_fraction < 1.0:
@@ -71,12 +77,12 @@ def load_folder(
     if not classes:
         raise DataError(f"{root}: no abnormal class folder next to {normal}/ (need at least one)")
 
-    normal_files = list_images(normal_dir)
+    normal_files = list_images(normal_dir, recursive)
     if not normal_files:
         raise DataError(f"{normal_dir}: no images in the normal folder")
     groups: dict[str, list[Path]] = {}
     for name in classes:
-        files = list_images(root / name)
+        files = list_images(root / name, recursive)
         if not files:
             raise DataError(f"{root / name}: no images in the abnormal class folder")
         groups[name] = files
@@ -88,7 +94,7 @@ def load_folder(
         have = [c for c in classes if (mask_root / c).is_dir()]
         for name in have:
             for p in groups[name]:
-                mask_paths[p] = _find_mask(mask_root / name, p)
+                mask_paths[p] = _find_mask(mask_root / name / p.relative_to(root / name).parent, p)
         missing = [c for c in classes if c not in have]
         if have and missing:
             warnings.warn(
@@ -122,13 +128,14 @@ def load_folder(
         "mode": mode,
         "test_fraction": test_fraction,
         "seed": seed,
+        "recursive": recursive,
         "split": "numpy default_rng(seed).permutation over the sorted normal files; first "
                  "round(test_fraction * n) go to the test set",
         "n_train": len(train),
         "n_test": len(test),
         "n_test_normal": len(test_normal),
         "n_test_anomalous": len(test) - len(test_normal),
-        "test_normal_files": [p.name for p in test_normal],
+        "test_normal_files": [str(p.relative_to(normal_dir)) for p in test_normal],
     }
     return Split(train, test, info)
 

@@ -18,9 +18,12 @@ loader (normal_class, seed, cell_type, limit, ...); an option the loader does no
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from latentad.config import coerce_text
 from latentad.data.base import Split
 from latentad.errors import ConfigError, DataError
 
@@ -104,15 +107,20 @@ def _loader(fmt: str) -> Callable[..., Split]:
     return make_synthetic
 
 
-def _check_options(fmt: str, fn: Callable[..., Split], options: dict) -> None:
+def _check_options(fmt: str, fn: Callable[..., Split], options: dict) -> dict:
+    """Refuse options the loader does not take; give each the type the loader's signature declares
+    (text from `-d key=value` is parsed by that type, so `-d normal=1` stays the folder name "1")."""
     params = inspect.signature(fn).parameters
-    unknown = sorted(k for k in options if k not in params or k in ("root", "images_gz", "size"))
+    hidden = ("root", "images_gz", "size")
+    unknown = sorted(k for k in options if k not in params or k in hidden)
     if unknown:
-        allowed = [k for k in params if k not in ("root", "images_gz", "size")]
+        allowed = [k for k in params if k not in hidden]
         raise ConfigError(
             f"option {unknown[0]!r} does not apply to format {fmt} "
             f"(its options: {', '.join(allowed) if allowed else 'none'})"
         )
+    hints = typing.get_type_hints(fn)
+    return {k: coerce_text(v, hints.get(k, Any), k) if isinstance(v, str) else v for k, v in options.items()}
 
 
 def open_dataset(path: str | Path, format: str = "auto", size: int | None = 256, **options) -> Split:
@@ -126,7 +134,7 @@ def open_dataset(path: str | Path, format: str = "auto", size: int | None = 256,
         raise ConfigError(f"unknown data format {format!r} (known: auto, {', '.join(FORMATS)})")
     fmt = detect_format(path, options.get("normal", "normal")) if format == "auto" else format
     fn = _loader(fmt)
-    _check_options(fmt, fn, options)
+    options = _check_options(fmt, fn, options)
     p = Path(path)
     if fmt == "elpv":
         if str(path) != "elpv":

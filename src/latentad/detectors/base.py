@@ -15,14 +15,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from latentad import io
+from latentad.config import AT_LEAST_ONE, NON_NEGATIVE, Bound, check_config, check_keys
 from latentad.data.base import ImageSet
+from latentad.data.color import to_channels
 from latentad.errors import ConfigError, DataError, ModelFileError
 
 Images = ImageSet | torch.Tensor
@@ -55,12 +57,15 @@ class Prediction:
 
 @dataclass
 class DetectorConfig:
-    """Fields every detector shares; subclasses add their own."""
+    """Fields every detector shares; subclasses add their own (and their `bounds`, checked by
+    `latentad.config.check_config` whenever a detector is built)."""
 
     image_size: int = 256
-    channels: int = 3
+    channels: Literal[1, 3] = 3
     batch_size: int = 16
     seed: int = 0
+    bounds: ClassVar[dict[str, Bound]] = {"image_size": Bound(ge=8), "batch_size": AT_LEAST_ONE,
+                                          "seed": NON_NEGATIVE}
 
 
 class Detector(ABC):
@@ -70,13 +75,20 @@ class Detector(ABC):
     family: ClassVar[str] = ""  # "reconstruction" | "pretrained" | "selfsupervised"
     Config: ClassVar[type[DetectorConfig]] = DetectorConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    preset_notes: ClassVar[dict[str, str]] = {}  # what a preset is, and how it differs from its paper
     localizes: ClassVar[bool] = True
+
+    @classmethod
+    def describe(cls) -> str:
+        """One line for `latentad list`: the first line of the class docstring."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else f"{cls.family} detector"
 
     def __init__(self, config: DetectorConfig | None = None, **overrides: Any) -> None:
         cfg = config if config is not None else self.Config()
         if overrides:
-            cfg = replace_config(cfg, overrides)
-        self.config = cfg
+            cfg = replace_config(cfg, overrides, self.name)
+        self.config = check_config(cfg, self.name or type(self).__name__)
         self.fitted = False
         self.checkpoint_dir: Path | None = None
         self.resume = False
@@ -95,8 +107,8 @@ class Detector(ABC):
                 known = ", ".join(["default", *cls.presets]) or "default"
                 raise ConfigError(f"method {cls.name}: unknown preset '{preset}' (known: {known})")
             values.update(cls.presets[preset])
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(replace_config(cls.Config(), values))
+        values.update(overrides)  # None is a value (e.g. augment_to=None): it overrides the preset
+        return cls(replace_config(cls.Config(), values, cls.name))
 
     # -- protocol -----------------------------------------------------------------------------
     @abstractmethod
@@ -150,7 +162,7 @@ class Detector(ABC):
         path = Path(path)
         meta = io.read_json(path / "detector.json")
         cls = get_method(meta.get("method", "?"))
-        det = cls(replace_config(cls.Config(), meta.get("config", {})))
+        det = cls(replace_config(cls.Config(), meta.get("config", {}), cls.name))
         det.load_state_tensors(io.read_tensors(path / "model.safetensors"))
         det.load_state_json(meta.get("state", {}))
         det.fitted = True
@@ -180,10 +192,8 @@ class Detector(ABC):
 
 
 def conform(x: torch.Tensor, size: int, channels: int) -> torch.Tensor:
-    """Bring a float batch to (B,channels,size,size)."""
-    x = x.float()
-    if x.shape[1] != channels:
-        x = x.mean(1, keepdim=True) if channels == 1 else x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    """Bring a float batch to (B,channels,size,size); colour to grey by the one luma of `data.color`."""
+    x = to_channels(x.float(), channels)
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x
@@ -195,14 +205,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def replace_config(cfg: DetectorConfig, values: dict[str, Any]) -> DetectorConfig:
-    """A copy of `cfg` with `values`; unknown keys are refused by name."""
-    names = {f.name: f for f in dataclasses.fields(cfg)}
-    unknown = [k for k in values if k not in names]
-    if unknown:
-        raise ConfigError(
-            f"{type(cfg).__name__}: unknown option(s) {', '.join(unknown)} (known: {', '.join(names)})"
-        )
+def replace_config(cfg: DetectorConfig, values: dict[str, Any], owner: str = "") -> DetectorConfig:
+    """A copy of `cfg` with `values`; unknown keys are refused by name (types: `check_config`)."""
+    check_keys(type(cfg), values, owner or type(cfg).__name__)
     fixed = {}
     for k, v in values.items():
         current = getattr(cfg, k)

@@ -36,11 +36,20 @@ from latentad.metrics.auroc import check_pixel_inputs
 @dataclass
 class AUPIMOResult:
     """mean: nanmean over anomalous images; per_image: (N,), nan for normal images;
-    image_indices: indices of the anomalous images, i.e. where per_image is defined."""
+    image_indices: indices of the anomalous images, i.e. where per_image is defined;
+    fpr_bounds: the FPR range asked for; fpr_bounds_used: the range integrated over (narrowed when the
+    normal pixels cannot reach the lower bound); n_normal_pixels: the pixels that set the shared FPR."""
 
     mean: float
     per_image: np.ndarray
     image_indices: np.ndarray
+    fpr_bounds: tuple[float, float] = (1e-5, 1e-4)
+    fpr_bounds_used: tuple[float, float] = (1e-5, 1e-4)
+    n_normal_pixels: int = 0
+
+    @property
+    def narrowed(self) -> bool:
+        return self.fpr_bounds_used != self.fpr_bounds
 
 
 def aupimo(
@@ -81,6 +90,7 @@ def aupimo(
 
     log_lo, log_hi = math.log(f_lo), math.log(f_hi)
     log_min = math.log(fpr_at[0])
+    used_lo = f_lo
     if log_min >= log_hi:
         raise ValueError(
             f"AUPIMO cannot reach a shared FPR below {fpr_at[0]:.3g} (upper bound {f_hi:g}): "
@@ -92,7 +102,7 @@ def aupimo(
             f"integrating over [{fpr_at[0]:.3g}, {f_hi:g}] instead of [{f_lo:g}, {f_hi:g}]",
             stacklevel=2,
         )
-        log_lo = log_min
+        log_lo, used_lo = log_min, float(fpr_at[0])
 
     if num_thresholds is None:
         # Points (ascending FPR): just above values[j] -> (FPR(values[j-1]), TPR(> values[j])) and at
@@ -124,4 +134,5 @@ def aupimo(
         tpr = 1.0 - below / defect.size
         area = clipped_trapezoid(x, tpr, log_lo, log_hi) / (log_hi - log_lo)
         per_image[i] = min(max(float(area), 0.0), 1.0)
-    return AUPIMOResult(mean=float(np.nanmean(per_image)), per_image=per_image, image_indices=image_indices)
+    return AUPIMOResult(mean=float(np.nanmean(per_image)), per_image=per_image, image_indices=image_indices,
+                        fpr_bounds=(f_lo, f_hi), fpr_bounds_used=(used_lo, f_hi), n_normal_pixels=n_px)

@@ -58,13 +58,23 @@ def aupro(masks: Any, maps: Any, fpr_limit: float = 0.3, num_thresholds: int | N
     over thresholds). An integer instead samples it at that many thresholds evenly spaced between the
     smallest and largest score, like binned implementations (e.g. anomalib), for comparison with them.
     """
+    curve = pro_curve(masks, maps, fpr_limit, num_thresholds)
+    if curve is None:
+        return float("nan")
+    fpr, pro = curve
+    return float(clipped_trapezoid(fpr, pro, 0.0, fpr_limit) / fpr_limit)
+
+
+def pro_curve(masks: Any, maps: Any, fpr_limit: float = 0.3, num_thresholds: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The PRO curve (pixel FPR ascending from 0, PRO) up to just past fpr_limit; None without defects."""
     if not 0.0 < fpr_limit <= 1.0:
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
     if num_thresholds is not None and num_thresholds < 2:
         raise ValueError(f"num_thresholds must be at least 2 or None, got {num_thresholds}")
     m, a = check_pixel_inputs(masks, maps)
     if not m.any():
-        return float("nan")
+        return None
     n_neg = int(m.size - np.count_nonzero(m))
     if n_neg == 0:
         raise ValueError("AUPRO needs normal pixels to measure the false-positive rate; all are defects")
@@ -110,6 +120,4 @@ def aupro(masks: Any, maps: Any, fpr_limit: float = 0.3, num_thresholds: int | N
         idx = np.searchsorted(-values, -thresholds, side="right") - 1
         fpr, pro = fpr[idx], pro[idx]
 
-    fpr = np.concatenate(([0.0], fpr))
-    pro = np.concatenate(([0.0], pro))
-    return float(clipped_trapezoid(fpr, pro, 0.0, fpr_limit) / fpr_limit)
+    return np.concatenate(([0.0], fpr)), np.concatenate(([0.0], pro))

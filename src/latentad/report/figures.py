@@ -62,3 +62,32 @@ def score_histogram(path: Path, scores: np.ndarray, labels: np.ndarray, threshol
     plt.close(fig)
     io.write_bytes(path, buf.getvalue())
     return path
+
+
+def roc_pro_curves(path: Path, labels: np.ndarray, scores: np.ndarray, masks: np.ndarray | None,
+                   maps: np.ndarray | None, fpr_limit: float = 0.3) -> Path:
+    """Image ROC curve and, with masks, the PRO curve (per-region overlap against pixel FPR, up to the
+    AUPRO limit), side by side: what the AUROC and AUPRO figures are areas of."""
+    from sklearn.metrics import roc_curve
+
+    from latentad.metrics.aupro import pro_curve
+
+    with_pro = masks is not None and maps is not None and masks.any() and not masks.all()
+    fig, axes = plt.subplots(1, 2 if with_pro else 1, figsize=(9 if with_pro else 4.5, 3.6), dpi=100)
+    axes = np.atleast_1d(axes)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    axes[0].plot(fpr, tpr, color="tab:red")
+    axes[0].plot([0, 1], [0, 1], color="0.7", linestyle=":")
+    axes[0].set(xlabel="false-positive rate (images)", ylabel="true-positive rate", title="image ROC",
+                xlim=(0, 1), ylim=(0, 1.02))
+    if with_pro:
+        f, p = pro_curve(masks, maps, fpr_limit)
+        axes[1].plot(f, p, color="tab:purple")
+        axes[1].set(xlabel="false-positive rate (normal pixels)", ylabel="per-region overlap",
+                    title=f"PRO curve (to FPR {fpr_limit:g})", xlim=(0, fpr_limit), ylim=(0, 1.02))
+    fig.tight_layout()
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    io.write_bytes(path, buf.getvalue())
+    return path

@@ -19,9 +19,41 @@ def _item(run_dir: Path, path: str, score: float, truth: str, flag: bool, png: P
             "png": str(png.relative_to(run_dir)) if png is not None else ""}
 
 
+def describe_data(info: dict) -> str:
+    """A data set's name as a reader knows it: "ELPV mono cells", "MVTec AD bottle", "MNIST digit 3"."""
+    fmt = info.get("format")
+    root = Path(str(info.get("root") or info.get("path") or "data")).name
+    if fmt == "elpv":
+        return f"ELPV {info.get('cell_type', 'all')} cells"
+    if fmt == "mvtec":
+        return f"MVTec AD {root}" if "mvtec" in str(info.get("root", "")).lower() else f"{root} (MVTec layout)"
+    if fmt == "mnist":
+        return f"MNIST digit {info.get('normal_class')} vs the rest"
+    if fmt == "cifar10":
+        return f"CIFAR-10 {info.get('normal_class_name', info.get('normal_class'))} vs the rest"
+    if fmt == "ucsd":
+        return f"UCSD {info.get('subset', 'Ped1')}"
+    if fmt == "folder":
+        return f"folder {root} (normal: {info.get('normal')})"
+    if fmt == "synthetic":
+        return "synthetic images"
+    return root
+
+
+def cell(value: object) -> str:
+    """A metrics-table cell: counts as integers, measures to 4 decimals, None as n/a."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool | int | np.integer):
+        return str(value)
+    if isinstance(value, float | np.floating):
+        return f"{value:.4f}"
+    return str(value)
+
+
 def write_report(run_dir: Path, config: dict, metrics: dict, per_defect: dict, calibration: Calibration,
                  paths: list[str], defects: list[str], scores: np.ndarray, overlays: dict[int, Path],
-                 histogram: Path, k: int = 6) -> Path:
+                 histogram: Path, curves: Path | None = None, k: int = 6) -> Path:
     """Render `run_dir/report.html` (relative links, so the folder can be moved or zipped)."""
     order = np.argsort(-scores)
     flags = scores > calibration.image_threshold
@@ -32,7 +64,9 @@ def write_report(run_dir: Path, config: dict, metrics: dict, per_defect: dict, c
     env = Environment(loader=PackageLoader("latentad", "report/templates"), autoescape=select_autoescape())
     html = env.get_template("report.html").render(
         method=config.get("method"), preset=config.get("preset"),
-        data_name=Path(str(config.get("data", {}).get("root", "data"))).name,
+        data_name=describe_data(config.get("data", {})), cell=cell,
+        curves=str(curves.relative_to(run_dir)) if curves is not None else "",
+        conditions=metrics.get("conditions", {}),
         run_dir=str(run_dir), created=config.get("created", ""), calibration=calibration,
         metric_keys=[m for m in METRIC_KEYS if m in metrics], metrics=metrics, per_defect=per_defect,
         histogram=str(histogram.relative_to(run_dir)),

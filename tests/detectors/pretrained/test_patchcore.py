@@ -60,7 +60,7 @@ def test_pca_embedding_is_stored_and_used(tiny_net, tiny_split):
 def test_scores_are_nearest_neighbour_distances_with_paper_reweighting(tiny_net, tiny_split):
     det = _fitted(tiny_net, tiny_split, coreset_ratio=0.5, max_memory=50, sigma=0.0, num_neighbors=3)
     x = tiny_split.test.load_all().images
-    grids = torch.cat(list(det._patch_grids(x)))
+    grids = torch.cat(list(det.patch_grids(x)))
     b, d, h, w = grids.shape
     patches = grids.permute(0, 2, 3, 1).reshape(b, h * w, d).double()
     mem = det.memory.double()

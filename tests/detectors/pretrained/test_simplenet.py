@@ -21,7 +21,7 @@ def test_training_lowers_the_truncated_l1_loss(tiny_net, tiny_split):
 def test_scores_are_negated_discriminator_outputs(tiny_net, tiny_split):
     det = SimpleNet(backbone=tiny_net(), steps=5, sigma=0.0, **OPTS).fit(tiny_split.train)
     x = tiny_split.test.load_all().images
-    g = torch.cat(list(det._grids(x)))
+    g = torch.cat(list(det.patch_grids(x)))
     b, d, h, w = g.shape
     with torch.no_grad():
         f = (g.permute(0, 2, 3, 1).reshape(-1, d) - det.feat_mean) / det.feat_std

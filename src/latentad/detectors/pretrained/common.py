@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
@@ -38,11 +38,12 @@ class PretrainedConfig(DetectorConfig):
     """
 
     image_size: int = 224
+    channels: Literal[3] = 3  # ImageNet backbones take colour; grey images are repeated to 3 channels
     batch_size: int = 16
     backbone: str = DEFAULT_BACKBONE
     levels: tuple[str, ...] = ("stage3", "stage4")
     weights_path: str | None = None
-    normalize: str = "imagenet"
+    normalize: Literal["imagenet", "lite", "none"] = "imagenet"
 
 
 class PretrainedDetector(Detector):
@@ -116,6 +117,14 @@ class PretrainedDetector(Detector):
             with torch.inference_mode():
                 feats = fx(x)
             yield x, feats  # outside the context: inference mode must not leak into the caller
+
+    def patch_grids(self, images: Images, progress: str | None = None) -> Iterator[torch.Tensor]:
+        """The levels on one patch grid (stride `feature_stride`, `aggregate` neighbourhood when the
+        method has one), batch by batch: (B, sum C, g, g)."""
+        cfg = self.config
+        grid = self.grid_size(cfg.feature_stride)
+        for _, feats in self.iter_features(images, progress):
+            yield to_grid(feats, cfg.levels, grid, getattr(cfg, "aggregate", 0))
 
     def grid_size(self, stride: int) -> int:
         return max(1, math.ceil(self.config.image_size / stride))

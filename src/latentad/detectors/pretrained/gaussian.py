@@ -25,11 +25,12 @@ the stem, the 7 block stages and the head; here `levels` picks among stage1..sta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from latentad.config import UNIT, Bound
 from latentad.data.base import ImageSet
 from latentad.detectors.base import Images, Latents, Prediction
 from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector
@@ -44,6 +45,7 @@ class GaussianADConfig(PretrainedConfig):
     levels: tuple[str, ...] = ("stage3", "stage4", "stage5", "head")
     npca: float = 0.0
     pca: float = 0.0
+    bounds: ClassVar[dict[str, Bound]] = {"npca": Bound(ge=0, lt=1), "pca": UNIT}
 
 
 def select_components(eigvals_desc: np.ndarray, npca: float = 0.0, pca: float = 0.0) -> np.ndarray:
@@ -66,12 +68,17 @@ def select_components(eigvals_desc: np.ndarray, npca: float = 0.0, pca: float = 
 
 
 class GaussianAD(PretrainedDetector):
+    """Gaussian AD (Rippel et al. 2020): one Gaussian per pooled level, summed Mahalanobis; image scores only."""
+
     name = "gaussian"
     Config = GaussianADConfig
     localizes = False
+    preset_notes = {"paper_recipe": "every stage end + the head of EfficientNet-Lite0 at 256 px, not the "
+                                    "paper's 9 levels of EfficientNet-B4 at 380 px (no offline weights)",
+                    "npca": "Rippel et al.'s NPCA: only the components past 99 % of the variance"}
     presets: dict[str, dict[str, Any]] = {
         # Every stage end plus the head (the paper uses all 9 levels of EfficientNet-B4 at 380 px).
-        "paper": {"levels": ("stage1", "stage2", "stage3", "stage4", "stage5", "head"), "image_size": 256},
+        "paper_recipe": {"levels": ("stage1", "stage2", "stage3", "stage4", "stage5", "head"), "image_size": 256},
         # The paper's NPCA finding: keep the components explaining the last 1 % of variance.
         "npca": {"npca": 0.99},
     }

@@ -19,13 +19,14 @@ stride 8 (the paper uses the stride-4 grid of layer 1: the `paper` preset).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 
+from latentad.config import AT_LEAST_ONE, NON_NEGATIVE, Bound
 from latentad.data.base import ImageSet
 from latentad.detectors.base import Images, Latents, Prediction
-from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector, few_threads, to_grid
+from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector, few_threads
 from latentad.errors import ConfigError
 
 
@@ -39,8 +40,10 @@ class PaDiMConfig(PretrainedConfig):
     feature_stride: int = 8
     n_features: int = 0
     eps: float = 0.01
-    covariance: str = "plain"
+    covariance: Literal["plain", "ledoit_wolf"] = "plain"
     sigma: float = 4.0
+    bounds: ClassVar[dict[str, Bound]] = {"feature_stride": AT_LEAST_ONE, "n_features": NON_NEGATIVE,
+                                          "eps": NON_NEGATIVE, "sigma": NON_NEGATIVE}
 
 
 class GaussianAccumulator:
@@ -114,11 +117,16 @@ class GaussianAccumulator:
 
 
 class PaDiM(PretrainedDetector):
+    """PaDiM (Defard et al. 2021): one Gaussian per patch position, Mahalanobis map, max = image score."""
+
     name = "padim"
     Config = PaDiMConfig
+    preset_notes = {"paper_recipe": "the paper's layout (stride-4 grid, 100 random channels, 256 px) on "
+                                    "EfficientNet-Lite0 stages 2-4, not the paper's ResNet-18 / WideResNet-50 "
+                                    "(no offline weights)"}
     presets: dict[str, dict[str, Any]] = {
         # The paper's layout: stride-4 grid (first level's resolution), 100 random channels.
-        "paper": {"feature_stride": 4, "n_features": 100, "image_size": 256},
+        "paper_recipe": {"feature_stride": 4, "n_features": 100, "image_size": 256},
     }
 
     def __init__(self, config: PaDiMConfig | None = None, backbone=None, **overrides: Any) -> None:
@@ -129,9 +137,7 @@ class PaDiM(PretrainedDetector):
 
     def _grids(self, images: Images, progress: str | None = None):
         cfg = self.config
-        grid = self.grid_size(cfg.feature_stride)
-        for _, feats in self.iter_features(images, progress):
-            g = to_grid(feats, cfg.levels, grid)
+        for g in self.patch_grids(images, progress):
             if self.channels is None:
                 total = g.shape[1]
                 gen = torch.Generator().manual_seed(cfg.seed)
@@ -141,8 +147,6 @@ class PaDiM(PretrainedDetector):
 
     def fit(self, train: ImageSet) -> PaDiM:
         cfg = self.config
-        if cfg.covariance not in ("plain", "ledoit_wolf"):
-            raise ConfigError(f"padim: covariance must be plain or ledoit_wolf, not {cfg.covariance}")
         self.seed_everything()
         self.channels = None
         acc = GaussianAccumulator(fourth_moments=cfg.covariance == "ledoit_wolf")

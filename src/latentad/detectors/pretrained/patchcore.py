@@ -30,14 +30,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from latentad.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, Bound
 from latentad.data.base import ImageSet
 from latentad.detectors.base import Images, Latents, Prediction
-from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector, few_threads, to_grid
+from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector, few_threads
 from latentad.errors import ConfigError
 
 
@@ -61,6 +62,11 @@ class PatchCoreConfig(PretrainedConfig):
     num_neighbors: int = 9
     sigma: float = 4.0
     max_candidates: int = 500_000
+    bounds: ClassVar[dict[str, Bound]] = {
+        "feature_stride": AT_LEAST_ONE, "aggregate": AT_LEAST_ONE, "embed_dim": NON_NEGATIVE, "coreset_ratio": FRACTION,
+        "max_memory": AT_LEAST_ONE, "projection_dim": NON_NEGATIVE, "num_neighbors": NON_NEGATIVE,
+        "sigma": NON_NEGATIVE, "max_candidates": AT_LEAST_ONE,
+    }
 
 
 def greedy_coreset(x: torch.Tensor, n: int, start: int = 0) -> torch.Tensor:
@@ -89,11 +95,16 @@ def greedy_coreset(x: torch.Tensor, n: int, start: int = 0) -> torch.Tensor:
 
 
 class PatchCore(PretrainedDetector):
+    """PatchCore (Roth et al. 2022): coreset memory bank of patch features, nearest-neighbour distance map."""
+
     name = "patchcore"
     Config = PatchCoreConfig
+    preset_notes = {"paper_recipe": "the paper's memory bank (10 % coreset, no PCA, 256 px) on EfficientNet-Lite0 "
+                                    "stages 2-4, not the paper's WideResNet-50 layers 2+3 (no offline weights)",
+                    "fast": "stages 3-4 only and a 512-patch bank"}
     presets: dict[str, dict[str, Any]] = {
         # Close to the paper's setup: 10 % coreset (capped), 128-d projection, larger input.
-        "paper": {"coreset_ratio": 0.1, "max_memory": 40_000, "embed_dim": 0, "projection_dim": 128,
+        "paper_recipe": {"coreset_ratio": 0.1, "max_memory": 40_000, "embed_dim": 0, "projection_dim": 128,
                   "image_size": 256},
         # Faster: no stride-4 level, a smaller bank.
         "fast": {"levels": ("stage3", "stage4"), "max_memory": 512},
@@ -107,12 +118,6 @@ class PatchCore(PretrainedDetector):
         self._index = None
 
     # -- features -------------------------------------------------------------------------------
-    def _patch_grids(self, images: Images, progress: str | None = None):
-        cfg = self.config
-        grid = self.grid_size(cfg.feature_stride)
-        for _, feats in self.iter_features(images, progress):
-            yield to_grid(feats, cfg.levels, grid, cfg.aggregate)  # (B,D,g,g)
-
     # -- fit ------------------------------------------------------------------------------------
     def fit(self, train: ImageSet) -> PatchCore:
         cfg = self.config
@@ -124,7 +129,7 @@ class PatchCore(PretrainedDetector):
         grid = self.grid_size(cfg.feature_stride)
         keep = min(1.0, cfg.max_candidates / max(1, n_images * grid * grid))
         chunks = []
-        for g in self._patch_grids(train, progress="patchcore: features"):
+        for g in self.patch_grids(train, progress="patchcore: features"):
             p = g.permute(0, 2, 3, 1).reshape(-1, g.shape[1])
             if keep < 1.0:
                 p = p[torch.rand(p.shape[0], generator=gen) < keep]
@@ -192,7 +197,7 @@ class PatchCore(PretrainedDetector):
     def predict(self, images: Images) -> Prediction:
         self.require_fitted()
         parts = []
-        for g in self._patch_grids(images):
+        for g in self.patch_grids(images):
             b, d, h, w = g.shape
             patches = g.permute(0, 2, 3, 1).reshape(b, h * w, d)
             if self.components is not None:  # (p - mean) C as p C - mean C: no centred copy
@@ -210,7 +215,7 @@ class PatchCore(PretrainedDetector):
         """Per-level backbone features, the locally aware patch grid ("patches": (N,D,g,g)) and, with
         PCA, the grid in the space the memory bank lives in ("embedded": (N,embed_dim,g,g))."""
         out = super().embed(images)
-        out["patches"] = torch.cat([g.clone() for g in self._patch_grids(images)])
+        out["patches"] = torch.cat([g.clone() for g in self.patch_grids(images)])
         if self.components is not None:
             g = out["patches"]
             z = (g.permute(0, 2, 3, 1) - self.mean) @ self.components

@@ -23,14 +23,15 @@ the discriminator, AdamW (lr 1e-4) for the adaptor. Deterministic under config.s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 
+from latentad.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Bound
 from latentad.data.base import ImageSet
 from latentad.detectors.base import Images, Latents, Prediction
-from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector, few_threads, to_grid
+from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector, few_threads
 from latentad.errors import ConfigError
 
 
@@ -53,6 +54,11 @@ class SimpleNetConfig(PretrainedConfig):
     lr_adaptor: float = 1e-4
     max_cached: int = 300_000
     sigma: float = 4.0
+    bounds: ClassVar[dict[str, Bound]] = {
+        "feature_stride": AT_LEAST_ONE, "aggregate": AT_LEAST_ONE, "hidden": AT_LEAST_ONE, "noise_std": POSITIVE,
+        "margin": NON_NEGATIVE, "steps": AT_LEAST_ONE, "train_batch": Bound(ge=2), "lr_disc": POSITIVE,
+        "lr_adaptor": POSITIVE, "max_cached": AT_LEAST_ONE, "sigma": NON_NEGATIVE,
+    }
 
 
 class Discriminator(nn.Module):
@@ -69,11 +75,15 @@ class Discriminator(nn.Module):
 
 
 class SimpleNet(PretrainedDetector):
+    """SimpleNet (Liu et al. 2023): adapted patch features, a discriminator trained against Gaussian-noise fakes."""
+
     name = "simplenet"
     Config = SimpleNetConfig
+    preset_notes = {"paper_recipe": "the paper's discriminator and schedule (1024 wide, 4000 steps, 256 px) on "
+                                    "EfficientNet-Lite0, not the paper's WideResNet-50 (no offline weights)"}
     presets: dict[str, dict[str, Any]] = {
         # Closer to the paper: wider discriminator, longer training, larger input (slow on CPU).
-        "paper": {"hidden": 1024, "steps": 4000, "train_batch": 4096, "image_size": 256},
+        "paper_recipe": {"hidden": 1024, "steps": 4000, "train_batch": 4096, "image_size": 256},
     }
 
     def __init__(self, config: SimpleNetConfig | None = None, backbone=None, **overrides: Any) -> None:
@@ -83,12 +93,6 @@ class SimpleNet(PretrainedDetector):
         self.feat_mean: torch.Tensor | None = None
         self.feat_std: torch.Tensor | None = None
         self.loss_history: list[float] = []
-
-    def _grids(self, images: Images, progress: str | None = None):
-        cfg = self.config
-        grid = self.grid_size(cfg.feature_stride)
-        for _, feats in self.iter_features(images, progress):
-            yield to_grid(feats, cfg.levels, grid, cfg.aggregate)  # (B, D, g, g)
 
     def _build(self, dim: int) -> None:
         self.adaptor = nn.Linear(dim, dim)
@@ -106,7 +110,7 @@ class SimpleNet(PretrainedDetector):
         grid = self.grid_size(cfg.feature_stride)
         keep = min(1.0, cfg.max_cached / max(1, n_images * grid * grid))
         chunks = []
-        for g in self._grids(train, progress="simplenet: features"):
+        for g in self.patch_grids(train, progress="simplenet: features"):
             p = g.permute(0, 2, 3, 1).reshape(-1, g.shape[1])
             if keep < 1.0:
                 p = p[torch.rand(p.shape[0], generator=gen) < keep]
@@ -160,7 +164,7 @@ class SimpleNet(PretrainedDetector):
     def predict(self, images: Images) -> Prediction:
         self.require_fitted()
         parts = []
-        for g in self._grids(images):
+        for g in self.patch_grids(images):
             maps = self.smooth_maps(self._patch_scores(g), self.config.sigma)
             parts.append(Prediction(maps.flatten(1).amax(1).numpy(), maps.numpy()))
         return Prediction.concat(parts)
@@ -170,7 +174,7 @@ class SimpleNet(PretrainedDetector):
         """Per-level backbone features, the patch features and the adapted ones ("adapted": (N,D,g,g))."""
         out = super().embed(images)
         patches, adapted = [], []
-        for g in self._grids(images):
+        for g in self.patch_grids(images):
             b, d, h, w = g.shape
             patches.append(g.clone())
             p = (g.permute(0, 2, 3, 1).reshape(-1, d) - self.feat_mean) / self.feat_std

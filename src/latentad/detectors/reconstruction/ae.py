@@ -11,12 +11,13 @@ the model cannot copy its input and must reconstruct from a small code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentad.detectors.base import Prediction
+from latentad.config import AT_LEAST_ONE, Bound
 from latentad.detectors.reconstruction.trainable import TrainableDetector, TrainingConfig
 from latentad.errors import ConfigError
 from latentad.maps.ssim import ssim_anomaly_map, ssim_map
@@ -85,17 +86,25 @@ class AEConfig(TrainingConfig):
     batch_size: int = 32
     max_angle: float = 15.0
     ssim_window: int = 11
-    output: str = "sigmoid"  # "sigmoid" (Bergmann et al.) | "clamp" (linear, clipped at inference)
+    output: Literal["sigmoid", "clamp"] = "sigmoid"  # Bergmann et al.'s sigmoid | linear, clipped at inference
+    bounds: ClassVar[dict[str, Bound]] = {"latent_dim": AT_LEAST_ONE, "base_width": AT_LEAST_ONE,
+                                          "n_down": Bound(ge=1, le=6), "ssim_window": Bound(ge=3, odd=True)}
 
 
 class _AEBase(TrainableDetector):
     family = "reconstruction"
     Config = AEConfig
+    preset_notes = {
+        "paper": "Bergmann et al.'s 128 px, latent 100, 10,000 augmented images a category (their schedule)",
+        "demo": "the ELPV demo: one channel, 12 epochs of 512 images",
+        "cpu_long": "the default model for 100 epochs (about 28 CPU min on bottle)",
+        "mnist": "MNIST one-vs-rest: 32 px, one channel, latent 32, no rotation or flips",
+    }
     presets = {
         # Bergmann et al.: 128 px, latent 100, 10,000 augmented images per category.
         "paper": {"image_size": 128, "latent_dim": 100, "augment_to": 10_000, "epochs": 10, "lr": 2e-4},
         # the ELPV demo: a few minutes on 2 cores.
-        "demo": {"image_size": 128, "epochs": 12, "augment_to": 512},
+        "demo": {"image_size": 128, "channels": 1, "epochs": 12, "augment_to": 512},
         # Longer CPU run on one MVTec category (beside the VQ-VAE's `cpu_long`): the default model at
         # Bergmann et al.'s 128 px, 100 epochs of 1024 augmented images (28 CPU min measured on bottle).
         "cpu_long": {"image_size": 128, "epochs": 100},
@@ -110,8 +119,9 @@ class _AEBase(TrainableDetector):
 
     def __init__(self, config=None, **overrides) -> None:
         super().__init__(config, **overrides)
-        if self.config.output not in ("sigmoid", "clamp"):
-            raise ConfigError(f"{self.name}: output must be 'sigmoid' or 'clamp', not {self.config.output!r}")
+        c = self.config
+        if c.image_size % (2**c.n_down) or c.image_size // 2**c.n_down < 1:
+            raise ConfigError(f"{self.name}: image_size {c.image_size} is not divisible by 2**n_down = {2**c.n_down}")
 
     def build_model(self) -> nn.Module:
         c = self.config
@@ -120,14 +130,8 @@ class _AEBase(TrainableDetector):
     def residual_map(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def predict(self, images) -> Prediction:
-        self.require_fitted()
-        parts = []
-        with torch.inference_mode():
-            for x in self.iter_batches(images, progress=f"{self.name} predict"):
-                amap = self.residual_map(x, self.model(x))
-                parts.append(Prediction(self.image_score(amap).numpy(), amap.numpy()))
-        return Prediction.concat(parts)
+    def map_batch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.residual_map(x, self.model(x))
 
     def embed(self, images) -> dict[str, torch.Tensor]:
         self.require_fitted()

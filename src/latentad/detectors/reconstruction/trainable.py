@@ -8,16 +8,18 @@ from `TrainingConfig`.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, ClassVar, Literal, Self
 
 import torch
 from torch import nn
 
+from latentad.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT, Bound
 from latentad.data.base import ImageSet, require_nonempty
-from latentad.detectors.base import Detector, DetectorConfig
+from latentad.detectors.base import Detector, DetectorConfig, Images, Prediction
 from latentad.errors import ModelFileError
-from latentad.training import TrainSchedule, train_model
+from latentad.training import TrainSchedule, check_resume, run_settings, train_model
 
 
 @dataclass
@@ -34,7 +36,11 @@ class TrainingConfig(DetectorConfig):
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
     channels_last: bool = True
-    score: str = "mean"  # image score from the map: "mean" (the paper's protocol) or "max"
+    score: Literal["mean", "max"] = "mean"  # image score from the map: "mean" (the paper's protocol) or "max"
+    bounds: ClassVar[dict[str, Bound]] = {
+        "epochs": AT_LEAST_ONE, "lr": POSITIVE, "augment_to": AT_LEAST_ONE, "max_angle": Bound(ge=0, le=180),
+        "warmup_epochs": NON_NEGATIVE, "min_lr_ratio": UNIT, "weight_decay": NON_NEGATIVE,
+    }
 
 
 _SCHEDULE_FIELDS = tuple(f.name for f in dataclasses.fields(TrainSchedule))
@@ -62,10 +68,28 @@ class TrainableDetector(Detector):
     def schedule(self) -> TrainSchedule:
         return TrainSchedule(**{k: getattr(self.config, k) for k in _SCHEDULE_FIELDS})
 
+    def training_settings(self) -> dict:
+        """What a checkpoint records and a resume must match: the whole config (schedule and seed
+        included), so a resumed fit is the uninterrupted one or is refused."""
+        return run_settings(self.schedule(), self.config.seed, dataclasses.asdict(self.config))
+
+    def set_checkpointing(self, directory, resume: bool = False) -> None:
+        """As `Detector.set_checkpointing`; with `resume`, a checkpoint of other settings is refused now,
+        before any work (and before a run folder's config is rewritten)."""
+        super().set_checkpointing(directory, resume)
+        if resume and self.checkpoint_dir is not None:
+            check_resume(self.checkpoint_dir, self.training_settings())
+
     def fit(self, train: ImageSet) -> Self:
         require_nonempty(train, train.name)
-        if train.channels != self.config.channels:
-            self.config = dataclasses.replace(self.config, channels=train.channels)
+        if train.channels != self.config.channels:  # the config decides; the data are converted, loudly
+            how = "BT.601 luma" if self.config.channels == 1 else "the grey channel repeated"
+            warnings.warn(
+                f"{train.name}: {len(train)} {train.channels}-channel images (first: {train.records[0].path}) "
+                f"converted to {self.config.channels} channel(s) ({how}) as configured (channels="
+                f"{self.config.channels}); set -o channels={train.channels} to train on the data's own channels",
+                stacklevel=2,
+            )
         images = train.with_size(self.config.image_size, self.config.channels).load_all(
             progress=f"{self.name} load {len(train)} images"
         ).images
@@ -74,11 +98,25 @@ class TrainableDetector(Detector):
         self.history = train_model(
             self.model, images, self.loss, self.schedule(), self.config.seed,
             checkpoint_dir=self.checkpoint_dir, resume=self.resume, epoch_end=self.epoch_end,
-            description=f"{self.name} fit",
+            description=f"{self.name} fit", settings=self.training_settings(),
         )
         self.model.eval()
         self.fitted = True
         return self
+
+    def map_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """The anomaly map (B,H,W) of one batch at the input size: what each method defines."""
+        raise NotImplementedError
+
+    def predict(self, images: Images) -> Prediction:
+        """Maps batch by batch (`map_batch`), image score from each map (`image_score`)."""
+        self.require_fitted()
+        parts = []
+        with torch.inference_mode():
+            for x in self.iter_batches(images, progress=f"{self.name} predict"):
+                amap = self.map_batch(x).float()
+                parts.append(Prediction(self.image_score(amap).double().numpy(), amap.numpy()))
+        return Prediction.concat(parts)
 
     def image_score(self, amap: torch.Tensor) -> torch.Tensor:
         """Image score from (B,H,W) maps: the mean (the paper's protocol) or the max."""

@@ -38,15 +38,15 @@ training on one thread.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentad.detectors.base import DetectorConfig, Images, Latents, Prediction
+from latentad.config import AT_LEAST_ONE, NON_NEGATIVE, Bound
+from latentad.detectors.base import DetectorConfig, Images, Latents
 from latentad.detectors.reconstruction.blocks import Decoder, Encoder
 from latentad.detectors.reconstruction.losses import cb_mean_logits, cb_nll_logits
 from latentad.detectors.reconstruction.trainable import TrainableDetector, TrainingConfig
@@ -166,20 +166,23 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def usage(self, reset: bool = True) -> dict[str, float]:
         """Codebook usage since the last call: perplexity, codes used, share of dead codes."""
-        counts = self.epoch_counts.double()
-        total = counts.sum()
-        if total <= 0:
-            return {"perplexity": 0.0, "codes_used": 0, "dead_share": 1.0}
-        p = counts / total
-        ent = -(p[p > 0] * p[p > 0].log()).sum()
-        used = int((counts > 0).sum())
+        stats = code_usage(self.epoch_counts)
         if reset:
             self.epoch_counts.zero_()
-        return {
-            "perplexity": float(ent.exp()),
-            "codes_used": used,
-            "dead_share": 1.0 - used / self.codebook_size,
-        }
+        return stats
+
+
+def code_usage(counts: torch.Tensor) -> dict[str, float]:
+    """Perplexity (exp of the entropy of code frequencies), codes used and share of dead codes, from
+    per-code counts (M,); the one definition both training statistics and `codebook_usage` use."""
+    counts = counts.double()
+    total = counts.sum()
+    if total <= 0:
+        return {"perplexity": 0.0, "codes_used": 0, "dead_share": 1.0}
+    p = counts[counts > 0] / total
+    used = int((counts > 0).sum())
+    return {"perplexity": float((-(p * p.log()).sum()).exp()), "codes_used": used,
+            "dead_share": 1.0 - used / counts.numel()}
 
 
 class VQVAEModel(nn.Module):
@@ -232,7 +235,7 @@ class VQVAEConfig(TrainingConfig):
     `paper_*` presets of `VQVAE.presets`."""
 
     image_size: int = 128
-    channels: int = 3
+    channels: Literal[1, 3] = 3
     batch_size: int = 16
     seed: int = 0
     # model (paper: width = code_dim = 256, M = 512; n_down 3 at 256 px)
@@ -251,13 +254,19 @@ class VQVAEConfig(TrainingConfig):
     # training schedule (latentad.training.TrainSchedule)
     epochs: int = 30  # other schedule fields: TrainingConfig's defaults
     # maps and scores
-    reconstruction: str = "mean"  # "mean" (E[x] of the CB) | "lambda"
+    reconstruction: Literal["mean", "lambda"] = "mean"  # E[x] of the CB | lambda
     ssim_window: int = 11
     ssim_gray: bool = False  # SSIM on the luminance instead of per channel
     ssim_dilation: int = 0  # grey dilation of the SSIM map (the paper's UCSD variant); 0/1 = off
     am_dilation: int = 9  # grey dilation of the upsampled AM (side of the square, input pixels)
-    am_upsample: str = "bilinear"  # "bilinear" | "nearest"
-    score: str = "mean"  # "mean" (paper, CIFAR-10 protocol) | "max"
+    am_upsample: Literal["bilinear", "nearest"] = "bilinear"
+    score: Literal["mean", "max"] = "mean"  # "mean" (paper, CIFAR-10 protocol) | "max"
+    bounds: ClassVar[dict[str, Bound]] = {
+        "width": AT_LEAST_ONE, "n_down": Bound(ge=1, le=6), "n_res": NON_NEGATIVE, "codebook_size": Bound(ge=2),
+        "code_dim": AT_LEAST_ONE, "beta": NON_NEGATIVE, "cb_eps": Bound(gt=0, lt=0.5), "ema_decay": Bound(ge=0, lt=1),
+        "reset_every": AT_LEAST_ONE, "ssim_window": Bound(ge=3, odd=True), "ssim_dilation": NON_NEGATIVE,
+        "am_dilation": NON_NEGATIVE,
+    }
 
 
 
@@ -269,6 +278,14 @@ class VQVAE(TrainableDetector):
     Config: ClassVar[type[DetectorConfig]] = VQVAEConfig
     config: VQVAEConfig
     use_am: ClassVar[bool] = False
+    preset_notes: ClassVar[dict[str, str]] = {
+        "paper_mvtec": "the paper's MVTec model (256 px, latent 32x32, width = D = 256, M = 512), sized for a GPU; "
+                       "optimiser schedule and dilations are ours (the paper gives none)",
+        "paper_ucsd": "the paper's UCSD model (grey 128 px, latent 32x32, SSIM map dilated), sized for a GPU",
+        "paper_cifar": "the paper's CIFAR-10 model (32 px, latent 8x8, flips), image score = mean of the map",
+        "cpu_long": "the CPU recipe at 256 px, latent 8x8, 100 epochs (about 95 CPU min on bottle)",
+        "mnist": "MNIST one-vs-rest: 32 px, one channel, latent 4x4",
+    }
     # The paper gives the architecture, M, D, beta, the augmentation (MVTec: 1024 images per epoch by
     # random rotation + flips) and the input sizes; it gives neither the optimiser schedule nor the
     # dilation sizes, so those below are our choices (dilations of about one latent cell).
@@ -303,13 +320,6 @@ class VQVAE(TrainableDetector):
     def __init__(self, config: DetectorConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         c = self.config
-        if c.reconstruction not in ("mean", "lambda"):
-            raise ConfigError(f"{self.name}: reconstruction must be 'mean' or 'lambda', "
-                              f"not {c.reconstruction!r}")
-        if c.score not in ("mean", "max"):
-            raise ConfigError(f"{self.name}: score must be 'mean' or 'max', not {c.score!r}")
-        if c.am_upsample not in ("bilinear", "nearest"):
-            raise ConfigError(f"{self.name}: am_upsample must be 'bilinear' or 'nearest'")
         if c.image_size % (2**c.n_down):
             raise ConfigError(f"{self.name}: image_size {c.image_size} is not divisible by 2**n_down")
         self.model = self.build_model()
@@ -350,14 +360,8 @@ class VQVAE(TrainableDetector):
             return smap
         return fuse_am_ssim(smap, out["am"], c.am_dilation, c.am_upsample)
 
-    def predict(self, images: Images) -> Prediction:
-        self.require_fitted()
-        parts = []
-        for x in self.iter_batches(images, progress=f"predict {self.name}"):
-            out = self._forward(x)
-            maps = self.anomaly_maps(x, out)
-            parts.append(Prediction(self.image_score(maps).double().numpy(), maps.numpy()))
-        return Prediction.concat(parts)
+    def map_batch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.anomaly_maps(x, self._forward(x))
 
     def embed(self, images: Images) -> Latents:
         """z_e, z_q (B,D,h,w), codes (B,h,w) long, am (B,h,w)."""
@@ -389,12 +393,7 @@ class VQVAE(TrainableDetector):
     def codebook_usage(self, images: Images) -> dict[str, float]:
         """Perplexity and used-code share of the codes `images` are quantised to."""
         codes = self.embed(images)["codes"].flatten()
-        counts = torch.bincount(codes, minlength=self.config.codebook_size).double()
-        p = counts / counts.sum()
-        ent = -(p[p > 0] * p[p > 0].log()).sum()
-        used = int((counts > 0).sum())
-        return {"perplexity": float(math.exp(float(ent))), "codes_used": used,
-                "dead_share": 1.0 - used / self.config.codebook_size}
+        return code_usage(torch.bincount(codes, minlength=self.config.codebook_size))
 
 
 class VQVAESSIM(VQVAE):
