@@ -76,7 +76,8 @@ def main() -> None:
     # mean KL inside vs outside defects (latent cells covering a defect pixel)
     cell_mask = F.adaptive_max_pool2d(torch.from_numpy(masks).float()[:, None], kl.shape[-2:])[:, 0] > 0
     out["mean_kl_defect_cells"] = float(kl[cell_mask].mean())
-    out["mean_kl_normal_cells_of_anomalous_images"] = float(kl[~cell_mask & torch.from_numpy(labels == 1)[:, None, None]].mean())
+    anomalous = torch.from_numpy(labels == 1)[:, None, None]
+    out["mean_kl_normal_cells_of_anomalous_images"] = float(kl[~cell_mask & anomalous].mean())
     out["mean_kl_normal_images"] = float(kl[torch.from_numpy(normal)].mean())
     out["mean_gradient_defect_cells"] = float(grad[cell_mask].mean())
     out["mean_gradient_normal_images"] = float(grad[torch.from_numpy(normal)].mean())

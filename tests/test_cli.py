@@ -152,3 +152,125 @@ def test_unknown_method_and_option_are_one_line_errors(tmp_path):
     _fails_cleanly(["fit", "--method", "ae_l2", "--data", str(d), "--out", str(tmp_path / "r"), "-o", "wings=2"],
                    "wings")
     _fails_cleanly(["evaluate", "--run", str(tmp_path / "nothing"), "--data", str(d)], "not a latentad run")
+
+
+def test_bad_options_are_refused_before_any_work(tmp_path):
+    d = tmp_path / "no_data_here"  # never opened: the option is refused first
+    base = ["fit", "--data", str(d), "--out", str(tmp_path / "r")]
+    _fails_cleanly([*base, "--method", "ae_ssim", "-o", "score=median"], "score=median")
+    _fails_cleanly([*base, "--method", "ae_l2", "-o", "lr=-1"], "lr=-1")
+    _fails_cleanly([*base, "--method", "patchcore", "-o", "coreset_ratio=2"], "coreset_ratio")
+    _fails_cleanly([*base, "--method", "ae_l2", "-o", "epochs=many"], "epochs=many")
+    assert not (tmp_path / "r").exists()
+
+
+def test_null_reaches_the_saved_config(data, tmp_path):
+    out = tmp_path / "r"
+    res = runner.invoke(app, ["fit", "--method", "ae_l2", "--data", str(data), "--out", str(out), *TINY,
+                              "-o", "augment_to=null"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "model" / "detector.json").read_text())["config"]["augment_to"] is None
+    assert json.loads((out / "config.json").read_text())["options"]["augment_to"] is None
+
+
+def test_fit_warns_when_the_held_out_images_cannot_back_the_target_fpr(data, tmp_path):
+    res = runner.invoke(app, ["fit", "--method", "ae_l2", "--data", str(data), "--out", str(tmp_path / "r"), *TINY])
+    assert res.exit_code == 0
+    assert "latentad: warning: calibration: 1 normal images cannot back a target FPR of 0.01" in res.output
+    cal = json.loads((tmp_path / "r" / "calibration.json").read_text())
+    assert cal["n_images"] == 1 and cal["min_fpr"] == 0.5
+
+
+def test_resume_with_other_epochs_is_refused_and_the_run_is_kept(data, tmp_path):
+    out = tmp_path / "r"
+    args = ["fit", "--method", "ae_l2", "--data", str(data), "--out", str(out), *TINY]
+    assert runner.invoke(app, args).exit_code == 0
+    before = (out / "config.json").read_text()
+    _fails_cleanly([*args, "--epochs", "3", "--resume"], "epochs 1 -> 3")
+    assert (out / "config.json").read_text() == before
+
+
+def test_calibrate_reports_the_smallest_fpr_its_images_support(run, data):
+    res = runner.invoke(app, ["calibrate", "--run", str(run), str(data / "train" / "good")])
+    assert res.exit_code == 0, res.output
+    assert "warning" in res.output and "smallest FPR 10 images support: 0.0909" in res.output
+    _fails_cleanly(["calibrate", "--run", str(run), "--target-fpr", "2", str(data / "train" / "good")],
+                   "--target-fpr 2")
+
+
+def test_predict_descends_into_sub_folders_unless_told_not_to(run, data, tmp_path):
+    import shutil
+
+    nested = tmp_path / "line" / "cam1" / "2026-12-01"
+    nested.mkdir(parents=True)
+    for i, f in enumerate(sorted((data / "test" / "good").glob("*.png"))):
+        shutil.copy(f, nested / f"IMG{i}.PNG")
+    (nested / ".DS_Store").write_bytes(b"\0")
+    (tmp_path / "line" / "top.png").write_bytes((data / "train" / "good" / "000.png").read_bytes())
+    res = runner.invoke(app, ["predict", "--run", str(run), "--out", str(tmp_path / "p"), str(tmp_path / "line")])
+    assert res.exit_code == 0, res.output
+    assert len(list(csv.DictReader((tmp_path / "p" / "scores.csv").open()))) == 4
+    assert "skipped 1 hidden or system file" in res.output
+    res = runner.invoke(app, ["predict", "--run", str(run), "--out", str(tmp_path / "q"), "--no-recursive",
+                              str(tmp_path / "line")])
+    assert res.exit_code == 0 and len(list(csv.DictReader((tmp_path / "q" / "scores.csv").open()))) == 1
+
+
+def test_folder_classes_named_by_numbers_through_the_cli(tmp_path):
+    rng = np.random.default_rng(0)
+    for digit in range(3):
+        (tmp_path / "d" / str(digit)).mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "d" / str(digit) / f"{i}.png")
+    res = runner.invoke(app, ["fit", "--method", "ae_l2", "--data", str(tmp_path / "d"), "--format", "folder",
+                              "-d", "normal=1", "--out", str(tmp_path / "r"), *TINY])
+    assert res.exit_code == 0, res.output
+    info = json.loads((tmp_path / "r" / "config.json").read_text())["data"]
+    assert info["normal"] == "1" and info["abnormal"] == ["0", "2"]
+
+
+def test_evaluate_eval_size_is_recorded_with_the_metric_conditions(run, data):
+    res = runner.invoke(app, ["evaluate", "--run", str(run), "--data", str(data), "--json", "--eval-size", "24"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    c = metrics["conditions"]
+    assert c["eval_size"] == 24 and c["pixel_metrics_size"] == [24, 24] and c["aupro_fpr_limit"] == 0.3
+    assert {"pixel_auroc", "aupro", "aupimo"} <= set(next(iter(metrics["per_defect"].values())))
+
+
+def test_list_describes_every_method_and_what_paper_recipes_change():
+    from latentad import available_methods
+
+    out = runner.invoke(app, ["list"]).stdout
+    lines = out.splitlines()
+    for name in available_methods():
+        i = next(k for k, ln in enumerate(lines) if ln.startswith(name + " "))
+        assert len(lines[i + 1].strip()) > 20, name  # its one-line description
+    for name in ("padim", "patchcore", "simplenet", "gaussian"):
+        block = out.split(name + " ", 1)[1]
+        assert "paper_recipe" in block and "presets: default, paper," not in block
+        assert "EfficientNet-Lite0" in block.split("\n\n")[0]
+
+
+def test_the_package_advertises_only_families_that_have_methods():
+    import latentad
+    from latentad.detectors.base import get_method
+
+    families = {get_method(m).family for m in latentad.available_methods()}
+    readme = (__import__("pathlib").Path(__file__).parents[1] / "README.md").read_text()
+    intro = readme.split("## ", 1)[0]
+    if "selfsupervised" not in families:
+        assert "self-supervised ones" not in intro and "three latent-space families" not in latentad.__doc__
+
+
+def test_report_names_the_data_prints_counts_as_integers_and_shows_roc_and_pro(run, data):
+    from latentad.report.html import describe_data
+
+    assert runner.invoke(app, ["evaluate", "--run", str(run), "--data", str(data)]).exit_code == 0
+    html = (run / "report.html").read_text()
+    assert "<title>latentad report: ae_l2 on cat (MVTec layout)</title>" in html
+    assert "<td>6</td>" in html and "6.0000" not in html
+    assert 'src="maps/roc_pro.png"' in html and (run / "maps" / "roc_pro.png").is_file()
+    assert describe_data({"format": "elpv", "cell_type": "mono"}) == "ELPV mono cells"
+    assert describe_data({"format": "mvtec", "root": "/x/mvtec_ad/bottle"}) == "MVTec AD bottle"

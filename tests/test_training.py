@@ -95,3 +95,57 @@ def test_two_thread_training_repeats_bit_for_bit():
     """Multi-threaded CPU backward kernels otherwise accumulate in a thread-dependent order."""
     a, b = _vqvae_weights_after_training(2), _vqvae_weights_after_training(2)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_flips_run_without_augment_to():
+    """paper_cifar sets flips=True and augment_to=None: the flips must still happen."""
+    from latentad.detectors.base import create
+    from latentad.training import augment_batch
+
+    cifar = create("vqvae_ssim", "paper_cifar").schedule()
+    assert cifar.flips and cifar.augment_to is None
+    images = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = augment_batch(images, cifar, torch.Generator().manual_seed(1))
+    assert not torch.equal(out, images)
+    flipped = {i for i in range(64) for j in range(64)
+               if torch.equal(out[i], images[j].flip(-1)) or torch.equal(out[i], images[j].flip(-2))}
+    assert len(flipped) > 16  # about three images in four are flipped one way or the other
+    still = TrainSchedule(rotation=False, flips=False, augment_to=None)
+    assert torch.equal(augment_batch(images, still, torch.Generator().manual_seed(1)), images)
+
+
+def test_resume_refuses_a_checkpoint_written_with_another_schedule(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from latentad.errors import ConfigError
+
+    images = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    short = dataclasses.replace(SCHEDULE, epochs=2)
+    train_model(_model(), images, _loss, short, seed=3, checkpoint_dir=tmp_path)
+    for change, word in [({"epochs": 5}, "epochs 2 -> 5"), ({"lr": 0.1}, "lr 0.01 -> 0.1"),
+                         ({"batch_size": 2}, "batch_size 4 -> 2")]:
+        with pytest.raises(ConfigError, match=word):
+            train_model(_model(), images, _loss, dataclasses.replace(short, **change), seed=3,
+                        checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ConfigError, match="seed 3 -> 4"):
+        train_model(_model(), images, _loss, short, seed=4, checkpoint_dir=tmp_path, resume=True)
+    train_model(_model(), images, _loss, short, seed=3, checkpoint_dir=tmp_path, resume=True)  # same: fine
+
+
+def test_a_detector_refuses_resume_with_other_settings_before_training(tmp_path):
+    import pytest
+
+    from latentad.data.synthetic import make_synthetic
+    from latentad.detectors.base import create
+    from latentad.errors import ConfigError
+
+    split = make_synthetic(n_train=6, n_test_good=1, n_test_defect=1, size=32, seed=0)
+    tiny = {"image_size": 32, "augment_to": 8, "batch_size": 4, "base_width": 4, "latent_dim": 4}
+    det = create("ae_l2", epochs=1, **tiny)
+    det.set_checkpointing(tmp_path)
+    det.fit(split.train)
+    again = create("ae_l2", epochs=3, **tiny)
+    with pytest.raises(ConfigError, match="epochs 1 -> 3"):
+        again.set_checkpointing(tmp_path, resume=True)

@@ -1,4 +1,4 @@
-"""latentad: unsupervised image anomaly detection over three latent-space families.
+"""latentad: unsupervised image anomaly detection over reconstruction and pretrained-feature latent spaces.
 
 Public API: `create(name, preset=None, **options)`, `load(path)`, `Detector`, `Prediction`.
 """

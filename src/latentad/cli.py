@@ -14,6 +14,7 @@ problem, and exit code 2; no traceback (set LATENTAD_DEBUG=1 to see one).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import warnings
@@ -32,9 +33,25 @@ def _err(message: str) -> None:
     typer.echo(f"latentad: error: {message}", err=True)
 
 
+class _EchoHandler(logging.Handler):
+    """The library's log lines (e.g. hidden files skipped) on stderr as `latentad: ...`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(f"latentad: {record.getMessage()}", err=True)
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("latentad")
+    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
+        logger.addHandler(_EchoHandler())
+    logger.setLevel(logging.INFO)
+
+
 def _run_safely(func, *args, **kwargs):
     """Turn user-input errors into one line and exit 2; unexpected errors into one line and exit 1."""
     from latentad.errors import LatentADError
+
+    _log_to_stderr()
 
     if os.environ.get("LATENTAD_DEBUG"):
         return func(*args, **kwargs)
@@ -200,13 +217,6 @@ def demo(
 
 
 def main() -> None:
-    import logging
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("latentad: %(message)s"))
-    logger = logging.getLogger("latentad")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
     try:
         app()
     except SystemExit as exc:

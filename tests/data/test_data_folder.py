@@ -160,3 +160,49 @@ def test_root_not_found(tmp_path):
     with pytest.raises(DataError) as exc:
         load_folder(tmp_path / "nope")
     _one_line(exc, "nope", "not found")
+
+
+def test_numbered_class_folders_work_from_text_and_from_ints(tmp_path):
+    from latentad.data.open import open_dataset
+
+    for digit in range(3):
+        for i in range(4):
+            _png(tmp_path / "digits" / str(digit) / f"{i}.png", 50 * digit + i)
+    root = tmp_path / "digits"
+    from_cli = open_dataset(root, format="folder", normal="1")  # `-d normal=1` arrives as text
+    from_api = load_folder(root, normal=1)
+    for split in (from_cli, from_api):
+        assert split.info["normal"] == "1" and split.info["abnormal"] == ["0", "2"]
+        assert {r.defect_type for r in split.test.records} == {"good", "0", "2"}
+    picked = open_dataset(root, format="folder", normal="1", abnormal="2")
+    assert picked.info["abnormal"] == ["2"]
+
+
+def test_sub_folders_upper_case_suffixes_and_hidden_files(tmp_path, caplog):
+    root = _tree(tmp_path / "d", masks=True)
+    _png(root / "normal" / "batch2" / "deep" / "N99.PNG", 120)
+    _png(root / "crack" / "line2" / "c9.JPG", 200)
+    _mask(root / "masks" / "crack" / "line2" / "c9.png")
+    (root / "normal" / ".DS_Store").write_bytes(b"\0\1")
+    (root / "normal" / "Thumbs.db").write_bytes(b"\0\1")
+    (root / "normal" / ".hidden").mkdir()
+    _png(root / "normal" / ".hidden" / "x.png")
+    with caplog.at_level("INFO", logger="latentad"):
+        split = load_folder(root)
+    assert "skipped 3 hidden or system file(s)" in caplog.text
+    paths = [r.path for r in split.train.records + split.test.records]
+    assert any(p.endswith("N99.PNG") for p in paths) and any(p.endswith("c9.JPG") for p in paths)
+    assert not any(".hidden" in p or "Thumbs" in p for p in paths)
+    assert split.test.has_masks
+    c9 = next(r for r in split.test.records if r.path.endswith("c9.JPG"))
+    assert c9.load()[1].any()
+    flat = load_folder(root, recursive=False)
+    assert not any("N99" in r.path for r in flat.train.records + flat.test.records)
+
+
+def test_a_stray_non_image_file_is_still_named(tmp_path):
+    root = _tree(tmp_path / "d")
+    (root / "crack" / "notes").mkdir()
+    (root / "crack" / "notes" / "README.txt").write_text("x")
+    with pytest.raises(DataError, match="README.txt: not an image file"):
+        load_folder(root)

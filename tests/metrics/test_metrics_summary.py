@@ -47,3 +47,29 @@ def test_aupimo_none_with_a_warning_when_normal_pixels_are_too_few():
         result = compute_metrics(labels, scores, masks, maps)
     assert result["aupimo"] is None
     assert isinstance(result["aupro"], float) and isinstance(result["pixel_auroc"], float)
+
+
+def test_conditions_record_the_fpr_ranges_the_resolution_and_the_normal_pixels():
+    labels, scores, masks, maps = _data()
+    c = compute_metrics(labels, scores, masks, maps)["conditions"]
+    assert c["aupro_fpr_limit"] == 0.3 and c["aupimo_fpr_bounds"] == [1e-5, 1e-4]
+    assert c["pixel_metrics_size"] == [256, 256] and c["aupimo_normal_pixels"] == 2 * 256 * 256
+    assert c["aupimo_narrowed"] is False and c["aupimo_fpr_bounds_used"] == [1e-5, 1e-4]
+
+
+def test_conditions_say_when_aupimo_had_to_narrow_its_range():
+    labels, scores, masks, maps = _data(128, 128)  # 2 x 128 x 128 normal pixels: FPR >= 3e-5 only
+    with pytest.warns(UserWarning, match="integrating over"):
+        c = compute_metrics(labels, scores, masks, maps)["conditions"]
+    assert c["aupimo_narrowed"] is True and c["aupimo_fpr_bounds_used"][0] == pytest.approx(1 / (2 * 128 * 128))
+
+
+def test_per_defect_pixel_metrics_use_that_defect_and_every_normal_image():
+    labels, scores, masks, maps = _data()
+    per = compute_metrics(labels, scores, masks, maps, ["good", "good", "crack", "hole"])["per_defect"]
+    assert set(per) == {"crack", "hole"}
+    keep = [0, 1, 2]
+    assert per["crack"]["pixel_auroc"] == pixel_auroc(masks[keep], maps[keep])
+    assert per["crack"]["aupro"] == aupro(masks[keep], maps[keep])
+    assert per["crack"]["aupimo"] == aupimo(masks, maps).per_image[2]
+    assert per["hole"]["n_images"] == 1 and per["hole"]["image_auroc"] == image_auroc([0, 0, 1], scores[[0, 1, 3]])

@@ -193,3 +193,13 @@ def test_killed_run_resumes_exactly_with_codebook_options(images, tmp_path):
     resumed.fit(images)
     assert len(resumed.history) == 3 and resumed.history[0] == saved[0]  # epoch 0 was not re-run
     assert np.array_equal(resumed.predict(images).anomaly_maps, full.predict(images).anomaly_maps)
+
+
+def test_code_usage_is_one_definition_for_training_and_inference():
+    from latentad.detectors.reconstruction.vqvae import VectorQuantizer, code_usage
+
+    stats = code_usage(torch.tensor([2.0, 2.0, 0.0, 0.0]))
+    assert stats == {"perplexity": pytest.approx(2.0), "codes_used": 2, "dead_share": 0.5}
+    vq = VectorQuantizer(4, 2)
+    vq.epoch_counts.copy_(torch.tensor([2.0, 2.0, 0.0, 0.0]))
+    assert vq.usage() == stats and code_usage(vq.epoch_counts)["codes_used"] == 0  # reset after reading
