@@ -56,6 +56,11 @@ def score_histogram(path: Path, scores: np.ndarray, labels: np.ndarray, threshol
     ax.set_xlabel("image score (higher = more anomalous)")
     ax.set_ylabel("images")
     ax.legend()
+    return save_figure(fig, path)
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Write a figure as PNG atomically, then free it."""
     fig.tight_layout()
     buf = _io.BytesIO()
     fig.savefig(buf, format="png")
@@ -85,9 +90,4 @@ def roc_pro_curves(path: Path, labels: np.ndarray, scores: np.ndarray, masks: np
         axes[1].plot(f, p, color="tab:purple")
         axes[1].set(xlabel="false-positive rate (normal pixels)", ylabel="per-region overlap",
                     title=f"PRO curve (to FPR {fpr_limit:g})", xlim=(0, fpr_limit), ylim=(0, 1.02))
-    fig.tight_layout()
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    io.write_bytes(path, buf.getvalue())
-    return path
+    return save_figure(fig, path)

@@ -19,7 +19,6 @@ from torch import nn
 
 from latentad.config import AT_LEAST_ONE, Bound
 from latentad.detectors.reconstruction.trainable import TrainableDetector, TrainingConfig
-from latentad.errors import ConfigError
 from latentad.maps.ssim import ssim_anomaly_map, ssim_map
 
 
@@ -116,12 +115,6 @@ class _AEBase(TrainableDetector):
                   "output": "clamp"},
     }
     config: AEConfig
-
-    def __init__(self, config=None, **overrides) -> None:
-        super().__init__(config, **overrides)
-        c = self.config
-        if c.image_size % (2**c.n_down) or c.image_size // 2**c.n_down < 1:
-            raise ConfigError(f"{self.name}: image_size {c.image_size} is not divisible by 2**n_down = {2**c.n_down}")
 
     def build_model(self) -> nn.Module:
         c = self.config

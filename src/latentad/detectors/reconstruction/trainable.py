@@ -18,7 +18,7 @@ from torch import nn
 from latentad.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT, Bound
 from latentad.data.base import ImageSet, require_nonempty
 from latentad.detectors.base import Detector, DetectorConfig, Images, Prediction
-from latentad.errors import ModelFileError
+from latentad.errors import ConfigError, ModelFileError
 from latentad.training import TrainSchedule, check_resume, run_settings, train_model
 
 
@@ -53,6 +53,10 @@ class TrainableDetector(Detector):
 
     def __init__(self, config=None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
+        c = self.config
+        n_down = getattr(c, "n_down", 0)
+        if c.image_size % (2**n_down):  # a check across two fields, so it cannot be a per-field bound
+            raise ConfigError(f"{self.name}: image_size {c.image_size} is not divisible by 2**n_down = {2**n_down}")
         self.history: list[dict] = []
 
     def build_model(self) -> nn.Module:

@@ -32,7 +32,6 @@ from latentad.detectors.base import DetectorConfig, Images, Latents
 from latentad.detectors.reconstruction.blocks import Decoder, Encoder
 from latentad.detectors.reconstruction.losses import gaussian_kl
 from latentad.detectors.reconstruction.trainable import TrainableDetector, TrainingConfig
-from latentad.errors import ConfigError
 from latentad.maps.fusion import upsample_map
 
 
@@ -107,9 +106,6 @@ class _VAEBase(TrainableDetector):
 
     def __init__(self, config: DetectorConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
-        c = self.config
-        if c.image_size % (2**c.n_down):
-            raise ConfigError(f"{self.name}: image_size {c.image_size} is not divisible by 2**n_down")
         self.model = self.build_model()
 
     def build_model(self) -> SpatialVAE:

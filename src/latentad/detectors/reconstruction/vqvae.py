@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentad.config import AT_LEAST_ONE, NON_NEGATIVE, Bound
+from latentad.data.color import luma
 from latentad.detectors.base import DetectorConfig, Images, Latents
 from latentad.detectors.reconstruction.blocks import Decoder, Encoder
 from latentad.detectors.reconstruction.losses import cb_mean_logits, cb_nll_logits
@@ -319,9 +320,6 @@ class VQVAE(TrainableDetector):
 
     def __init__(self, config: DetectorConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
-        c = self.config
-        if c.image_size % (2**c.n_down):
-            raise ConfigError(f"{self.name}: image_size {c.image_size} is not divisible by 2**n_down")
         self.model = self.build_model()
 
     # -- training (through latentad.training.train_model, see TrainableDetector.fit) -------------
@@ -352,8 +350,7 @@ class VQVAE(TrainableDetector):
         c = self.config
         xs, xh = x, out["x_hat"]
         if c.ssim_gray and xs.shape[1] == 3:
-            w = torch.tensor([0.299, 0.587, 0.114], dtype=xs.dtype).view(1, 3, 1, 1)
-            xs, xh = (xs * w).sum(1, keepdim=True), (xh * w).sum(1, keepdim=True)
+            xs, xh = luma(xs), luma(xh)
         smap = ssim_anomaly_map(xs, xh, c.ssim_window)
         smap = grey_dilation(smap, c.ssim_dilation)
         if not self.use_am:
