@@ -19,7 +19,7 @@ def test_default_resolution_is_the_detector_input_size(fitted):
     det, test = fitted
     result = evaluate(det, test)
     c = result.metrics["conditions"]
-    assert c["pixel_metrics_size"] == [32, 32] and c["eval_size"] is None and c["detector_input_size"] == 32
+    assert c["pixel_metrics_size"] == [32, 32] and c["eval_size"] is None and c["detector_input_size"] == [32, 32]
     assert result.prediction.anomaly_maps.shape[-2:] == (32, 32)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -164,7 +165,8 @@ def _parse_one(text: str, tp: Any) -> Any:
             return _FAIL
         if origin in (tuple, list) or (origin is not None and origin.__name__ == "Sequence"):
             inner = [a for a in _args(tp) if a is not Ellipsis] or [str]
-            raw = json.loads(text) if text.startswith("[") else [t.strip() for t in text.split(",") if t.strip()]
+            seps = ",x" if inner[0] is int else ","  # "224x448" is a shape
+            raw = json.loads(text) if text.startswith("[") else [t for t in re.split(f"[{seps}]", text) if t.strip()]
             items = [coerce_text(r, inner[0], "item") if isinstance(r, str) else r for r in raw]
             return tuple(items) if origin is tuple else items
         if origin is dict or tp is dict:

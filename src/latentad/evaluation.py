@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from latentad.data.base import ImageSet
+from latentad.data.geometry import Placement, as_shape, map_to_grid
 from latentad.detectors.base import Detector, Prediction
 from latentad.errors import ConfigError, DataError
 
@@ -27,18 +27,24 @@ class Evaluation:
     masks: np.ndarray | None = None
 
 
-def score_set(detector: Detector, images: ImageSet, progress: str | None = "score", eval_size: int | None = None):
+def score_set(detector: Detector, images: ImageSet, progress: str | None = "score",
+              eval_size: int | tuple[int, int] | None = None):
     """Predict over `images`; returns (Prediction, labels, masks or None, paths, defect types).
 
-    With `eval_size`, masks are read at that side (nearest neighbour from the original mask) and maps
-    resized to it (bilinear), so detectors of different input sizes are measured at one resolution."""
-    cfg = detector.config
+    Maps come back on the evaluation grid: each original image squashed to `eval_size` (default: the
+    detector's input shape), so pixel metrics compare like with like whatever the input placement
+    (`resize`) and whatever the detector's input size. Masks are read at that grid (nearest neighbour
+    from the original mask), maps are sent there through their placement (`data.geometry`); with
+    `resize=fit` the image score of a method whose score is its map's max or mean is taken over the
+    image only, not over the padding."""
+    grid = as_shape(eval_size) or detector.input_shape
+    mode = detector.config.resize
     parts, labels, masks, paths, defects = [], [], [], [], []
-    sized = images.with_size(cfg.image_size, cfg.channels, eval_size)
-    for batch in sized.batches(cfg.batch_size, progress):
+    sized = images.with_size(detector.input_shape, detector.config.channels, grid, resize=mode)
+    for batch in sized.batches(detector.config.batch_size, progress):
         pred = detector.predict(batch.images)
-        if eval_size is not None and pred.anomaly_maps is not None:
-            pred = Prediction(pred.image_scores, resize_maps(pred.anomaly_maps, eval_size))
+        if pred.anomaly_maps is not None and (mode != "squash" or grid != detector.input_shape):
+            pred = to_grid(detector, pred, batch.orig_sizes, grid)
         parts.append(pred)
         labels.append(batch.labels.numpy())
         if batch.masks is not None:
@@ -52,20 +58,27 @@ def score_set(detector: Detector, images: ImageSet, progress: str | None = "scor
     return pred, np.concatenate(labels), mask_arr, paths, defects
 
 
-def resize_maps(maps: np.ndarray, side: int) -> np.ndarray:
-    """(N,H,W) maps -> (N,side,side), bilinear (a map is a sampled field, unlike a mask)."""
-    if maps.shape[-2:] == (side, side):
-        return maps
-    t = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[:, None]
-    return F.interpolate(t, size=(side, side), mode="bilinear", align_corners=False)[:, 0].numpy()
+def to_grid(detector: Detector, pred: Prediction, orig_sizes: list, grid: tuple[int, int]) -> Prediction:
+    """Maps at the input shape -> the evaluation grid, through each image's placement."""
+    shape, mode = detector.input_shape, detector.config.resize
+    maps, scores = [], pred.image_scores.copy()
+    for i, (amap, orig) in enumerate(zip(pred.anomaly_maps, orig_sizes, strict=True)):
+        placement = Placement.of(tuple(orig or shape), shape, mode)
+        t = torch.from_numpy(np.ascontiguousarray(amap))
+        if mode == "fit" and detector.map_statistic in ("max", "mean"):
+            rows, cols = placement.valid()
+            inside = t[rows, cols]
+            scores[i] = float(inside.max() if detector.map_statistic == "max" else inside.mean())
+        maps.append(map_to_grid(t, placement, grid).numpy())
+    return Prediction(scores, np.stack(maps))
 
 
-def evaluate(detector: Detector, test: ImageSet, eval_size: int | None = None) -> Evaluation:
+def evaluate(detector: Detector, test: ImageSet, eval_size: int | tuple[int, int] | None = None) -> Evaluation:
     """All metrics of `detector` on `test` (labels 0 normal / 1 anomalous; masks when present), pixel
     metrics at the detector's input size or at `eval_size`; `metrics["conditions"]` says which."""
     from latentad.metrics import compute_metrics
 
-    if eval_size is not None and eval_size < 8:
+    if eval_size is not None and min(as_shape(eval_size)) < 8:
         raise ConfigError(f"--eval-size {eval_size}: must be at least 8 pixels")
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -75,6 +88,7 @@ def evaluate(detector: Detector, test: ImageSet, eval_size: int | None = None) -
     metrics = compute_metrics(labels, pred.image_scores, masks, pred.anomaly_maps, defects)
     per_defect = metrics.pop("per_defect")
     metrics["conditions"]["eval_size"] = eval_size
-    metrics["conditions"]["detector_input_size"] = detector.config.image_size
+    metrics["conditions"]["detector_input_size"] = list(detector.input_shape)
+    metrics["conditions"]["resize"] = detector.config.resize
     metrics.update(n_images=len(labels), seconds=time.perf_counter() - t0)
     return Evaluation(metrics, pred, labels, paths, defects, per_defect, masks)

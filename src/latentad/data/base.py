@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from latentad.data.color import to_channels
+from latentad.data.geometry import Shape, as_shape, place_uint8
 from latentad.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -37,17 +38,20 @@ class ImageSample:
     label: int
     path: str
     defect_type: str
+    orig_size: tuple[int, int] | None = None  # (h0, w0) of the decoded file, to map maps back onto it
 
 
 @dataclass(frozen=True)
 class Batch:
-    """A stack of samples: images (B,C,H,W) float [0,1]; masks (B,H,W) float {0,1} or None."""
+    """A stack of samples: images (B,C,H,W) float [0,1]; masks (B,H,W) float {0,1} or None;
+    orig_sizes: each image's (h0, w0) before it was placed in the input."""
 
     images: torch.Tensor
     masks: torch.Tensor | None
     labels: torch.Tensor
     paths: list[str]
     defect_types: list[str]
+    orig_sizes: list[tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -184,8 +188,9 @@ def majority_mode(files: Sequence[Path]) -> str:
     return "RGB"
 
 
-def _to_tensor(image: np.ndarray, size: int | None, channels: int) -> torch.Tensor:
-    """uint8 HxWxC -> float (C,size,size) in [0,1], resized bilinearly (antialiased).
+def _to_tensor(image: np.ndarray, size: Shape | None, channels: int, resize: str = "squash") -> torch.Tensor:
+    """uint8 HxWxC -> float (C,H,W) in [0,1], placed in `size` by `resize` (see `data.geometry`),
+    resampled bilinearly (antialiased).
 
     Colour to grey goes through `data.color.to_channels` (BT.601 luma, in float, before resizing), the
     same function the Python API applies to tensors, so both paths give one model the same pixels."""
@@ -193,25 +198,23 @@ def _to_tensor(image: np.ndarray, size: int | None, channels: int) -> torch.Tens
         image = image[:, :, :3]
     if image.shape[2] == 3 and channels == 1:
         grey = to_channels(torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255.0, 1)[0].numpy()
-        pil = Image.fromarray(grey)  # float32 -> mode "F"
-        if size is not None and pil.size != (size, size):
-            pil = pil.resize((size, size), Image.BILINEAR)
-        return torch.from_numpy(np.asarray(pil, dtype=np.float32).copy())[None]
+        if size is not None:
+            grey = place_uint8(grey, size, resize)  # float32 -> PIL mode "F"
+        return torch.from_numpy(np.asarray(grey, dtype=np.float32).copy())[None]
     if image.shape[2] != channels:
         image = np.repeat(image, channels, axis=2)
-    pil = Image.fromarray(image[:, :, 0] if channels == 1 else image)
-    if size is not None and pil.size != (size, size):
-        pil = pil.resize((size, size), Image.BILINEAR)
-    arr = np.asarray(pil, dtype=np.float32) / 255.0
+    arr = place_uint8(image, size, resize) if size is not None else image
+    arr = np.asarray(arr, dtype=np.float32) / 255.0
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
-def _mask_to_tensor(mask: np.ndarray, size: int | None) -> torch.Tensor:
+def _mask_to_tensor(mask: np.ndarray, size: Shape | None) -> torch.Tensor:
+    """Masks are squashed (nearest neighbour) to the evaluation grid, whatever the input placement."""
     pil = Image.fromarray(mask.astype(np.uint8) * 255)
-    if size is not None and pil.size != (size, size):
-        pil = pil.resize((size, size), Image.NEAREST)
+    if size is not None and pil.size != (size[1], size[0]):
+        pil = pil.resize((size[1], size[0]), Image.NEAREST)
     return torch.from_numpy(np.asarray(pil) > 127).float()
 
 
@@ -219,17 +222,19 @@ def _mask_to_tensor(mask: np.ndarray, size: int | None) -> torch.Tensor:
 class ImageSet:
     """A lazily decoded, resized sequence of images (with masks where the set has them).
 
-    `size` is the square side images are resized to (None keeps the original size, which must then
-    be the same for all images); `channels` is 1 or 3; `mask_size` the side masks are resized to
-    (default: `size`), so pixel metrics can be computed at another resolution than the model's.
+    `size` is the side (int) or (H, W) images are brought to (None keeps the original size, which
+    must then be the same for all images), `resize` how (squash | fit | crop, `data.geometry`);
+    `channels` is 1 or 3; `mask_size` the grid masks are squashed to (default: `size`), so pixel
+    metrics can be computed at another resolution than the model's.
     """
 
     records: list[Record]
-    size: int | None = 256
+    size: int | Shape | None = 256
     channels: int = 3
     has_masks: bool = False
     name: str = "images"
-    mask_size: int | None = None
+    mask_size: int | Shape | None = None
+    resize: str = "squash"
 
     def __len__(self) -> int:
         return len(self.records)
@@ -237,18 +242,20 @@ class ImageSet:
     def __getitem__(self, i: int) -> ImageSample:
         rec = self.records[i]
         image, mask = rec.load()
-        img_t = _to_tensor(image, self.size, self.channels)
-        mask_side = self.mask_size if self.mask_size is not None else self.size
+        img_t = _to_tensor(image, as_shape(self.size), self.channels, self.resize)
+        mask_side = as_shape(self.mask_size if self.mask_size is not None else self.size)
         mask_t = _mask_to_tensor(mask, mask_side) if (self.has_masks and mask is not None) else None
-        return ImageSample(img_t, mask_t, rec.label, rec.path, rec.defect_type)
+        return ImageSample(img_t, mask_t, rec.label, rec.path, rec.defect_type, tuple(image.shape[:2]))
 
-    def with_size(self, size: int | None, channels: int | None = None, mask_size: int | None = None) -> ImageSet:
+    def with_size(self, size: int | Shape | None, channels: int | None = None, mask_size: int | Shape | None = None,
+                  resize: str | None = None) -> ImageSet:
         """The same records at another resolution (the detector's input size; masks at `mask_size`)."""
-        return ImageSet(self.records, size, channels or self.channels, self.has_masks, self.name, mask_size)
+        return ImageSet(self.records, size, channels or self.channels, self.has_masks, self.name, mask_size,
+                        resize or self.resize)
 
     def subset(self, indices: Sequence[int]) -> ImageSet:
         return ImageSet([self.records[i] for i in indices], self.size, self.channels, self.has_masks,
-                        self.name, self.mask_size)
+                        self.name, self.mask_size, self.resize)
 
     @property
     def labels(self) -> np.ndarray:
@@ -274,7 +281,8 @@ def collate(samples: Sequence[ImageSample]) -> Batch:
     if samples and all(s.mask is not None for s in samples):
         masks = torch.stack([s.mask for s in samples])  # type: ignore[misc]
     labels = torch.tensor([s.label for s in samples], dtype=torch.long)
-    return Batch(images, masks, labels, [s.path for s in samples], [s.defect_type for s in samples])
+    return Batch(images, masks, labels, [s.path for s in samples], [s.defect_type for s in samples],
+                 [s.orig_size for s in samples])
 
 
 def concat_batches(batches: Sequence[Batch]) -> Batch:
@@ -289,6 +297,7 @@ def concat_batches(batches: Sequence[Batch]) -> Batch:
         torch.cat([b.labels for b in batches]),
         [p for b in batches for p in b.paths],
         [d for b in batches for d in b.defect_types],
+        [o for b in batches for o in (b.orig_sizes or [None] * len(b.paths))],
     )
 
 

@@ -19,12 +19,12 @@ from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from latentad import io
 from latentad.config import AT_LEAST_ONE, NON_NEGATIVE, Bound, check_config, check_keys
 from latentad.data.base import ImageSet
 from latentad.data.color import to_channels
+from latentad.data.geometry import as_shape, place_tensor
 from latentad.errors import ConfigError, DataError, ModelFileError
 
 Images = ImageSet | torch.Tensor
@@ -60,10 +60,11 @@ class DetectorConfig:
     """Fields every detector shares; subclasses add their own (and their `bounds`, checked by
     `latentad.config.check_config` whenever a detector is built)."""
 
-    image_size: int = 256
+    image_size: int | tuple[int, int] = 256  # a side, or (H, W) ("HxW" on the command line)
     channels: Literal[1, 3] = 3
     batch_size: int = 16
     seed: int = 0
+    resize: Literal["squash", "fit", "crop"] = "squash"  # how an image of another shape is brought to it
     bounds: ClassVar[dict[str, Bound]] = {"image_size": Bound(ge=8), "batch_size": AT_LEAST_ONE,
                                           "seed": NON_NEGATIVE}
 
@@ -89,6 +90,9 @@ class Detector(ABC):
         if overrides:
             cfg = replace_config(cfg, overrides, self.name)
         self.config = check_config(cfg, self.name or type(self).__name__)
+        if min(as_shape(self.config.image_size)) < 8:
+            raise ConfigError(f"{self.name}: option image_size={self.config.image_size!r} is out of range "
+                              "(allowed: every side >= 8)")
         self.fitted = False
         self.checkpoint_dir: Path | None = None
         self.resume = False
@@ -169,6 +173,13 @@ class Detector(ABC):
         return det
 
     # -- helpers for subclasses -----------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(H, W) the detector's model sees (`image_size` as a pair)."""
+        return as_shape(self.config.image_size)
+
+    map_statistic: ClassVar[str | None] = None  # "max" | "mean" when the image score is that of the map
+
     def seed_everything(self) -> None:
         seed_everything(self.config.seed)
 
@@ -177,25 +188,27 @@ class Detector(ABC):
             raise ConfigError(f"{self.name}: call fit() before predict() or embed()")
 
     def iter_batches(self, images: Images, progress: str | None = None) -> Iterator[torch.Tensor]:
-        """Float batches (B,C,H,W) at the detector's input size and channel count."""
-        size, ch = self.config.image_size, self.config.channels
+        """Float batches (B,C,H,W) at the detector's input shape and channel count (placed by `resize`)."""
+        shape, ch, mode = self.input_shape, self.config.channels, self.config.resize
         if isinstance(images, ImageSet):
             if len(images) == 0:
                 raise DataError(f"{images.name}: no images")
-            for batch in images.with_size(size, ch).batches(self.config.batch_size, progress):
+            for batch in images.with_size(shape, ch, resize=mode).batches(self.config.batch_size, progress):
                 yield batch.images
             return
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
             raise DataError("images must be an ImageSet or a float tensor (N,C,H,W) in [0,1]")
         for start in range(0, images.shape[0], self.config.batch_size):
-            yield conform(images[start : start + self.config.batch_size], size, ch)
+            yield conform(images[start : start + self.config.batch_size], shape, ch, mode)
 
 
-def conform(x: torch.Tensor, size: int, channels: int) -> torch.Tensor:
-    """Bring a float batch to (B,channels,size,size); colour to grey by the one luma of `data.color`."""
+def conform(x: torch.Tensor, size: int | tuple[int, int], channels: int, resize: str = "squash") -> torch.Tensor:
+    """Bring a float batch to (B,channels,H,W); colour to grey by the one luma of `data.color`, other
+    shapes placed by `resize` (`data.geometry`)."""
     x = to_channels(x.float(), channels)
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    shape = as_shape(size)
+    if tuple(x.shape[-2:]) != shape:
+        x = place_tensor(x, shape, resize)
     return x
 
 

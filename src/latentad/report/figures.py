@@ -22,11 +22,13 @@ def _save_png(img: Image.Image, path: Path) -> None:
 
 
 def overlay(image: np.ndarray, amap: np.ndarray | None, low: float | None, high: float | None,
-            alpha: float = 0.45, max_side: int = 512) -> Image.Image:
-    """Blend a 'jet' heat map over `image` (HxWxC uint8); the map is scaled to [low, high] so that
-    colours mean the same on every image of a run (calibrated on normal pixels)."""
+            alpha: float = 0.45, max_side: int | None = None) -> Image.Image:
+    """Blend a 'jet' heat map over `image` (HxWxC uint8) at the image's own size (or at most
+    `max_side`); the map covers the whole original (the evaluation grid is the original squashed, see
+    `evaluation.score_set`) and is scaled to [low, high] so that colours mean the same on every image
+    of a run (calibrated on normal pixels)."""
     base = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).convert("RGB")
-    if max(base.size) > max_side:
+    if max_side is not None and max(base.size) > max_side:
         scale = max_side / max(base.size)
         base = base.resize((round(base.width * scale), round(base.height * scale)), Image.BILINEAR)
     if amap is None:

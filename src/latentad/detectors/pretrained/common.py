@@ -37,7 +37,7 @@ class PretrainedConfig(DetectorConfig):
     (optional for the built-ins). normalize: input scaling of a user module (imagenet | lite | none).
     """
 
-    image_size: int = 224
+    image_size: int | tuple[int, int] = 224
     channels: Literal[3] = 3  # ImageNet backbones take colour; grey images are repeated to 3 channels
     batch_size: int = 16
     backbone: str = DEFAULT_BACKBONE
@@ -126,18 +126,20 @@ class PretrainedDetector(Detector):
         for _, feats in self.iter_features(images, progress):
             yield to_grid(feats, cfg.levels, grid, getattr(cfg, "aggregate", 0))
 
-    def grid_size(self, stride: int) -> int:
-        return max(1, math.ceil(self.config.image_size / stride))
+    def grid_size(self, stride: int) -> tuple[int, int]:
+        """(gh, gw) of the patch grid at `stride` input pixels per patch (non-square inputs too)."""
+        h, w = self.input_shape
+        return max(1, math.ceil(h / stride)), max(1, math.ceil(w / stride))
 
     def smooth_maps(self, maps: torch.Tensor, sigma: float) -> torch.Tensor:
-        """(B,h,w) patch scores -> (B,S,S) at the input size: bilinear upsampling, then Gaussian blur.
+        """(B,h,w) patch scores -> (B,H,W) at the input shape: bilinear upsampling, then Gaussian blur.
 
         Both steps are linear and separable, so they run as two small matrix products (exactly the
         same result as `F.interpolate` followed by kornia's reflect-padded `gaussian_blur2d`, at a
         fraction of the cost)."""
-        size = self.config.image_size
-        a_h = smoothing_matrix(maps.shape[-2], size, sigma)
-        a_w = a_h if maps.shape[-1] == maps.shape[-2] else smoothing_matrix(maps.shape[-1], size, sigma)
+        h, w = self.input_shape
+        a_h = smoothing_matrix(maps.shape[-2], h, sigma)
+        a_w = smoothing_matrix(maps.shape[-1], w, sigma)
         return a_h @ maps.float() @ a_w.T
 
     def embed(self, images: Images) -> Latents:
@@ -222,23 +224,24 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return bh @ x @ bw.T
 
 
-def to_grid(feats: dict[str, torch.Tensor], levels: tuple[str, ...] | list[str], grid: int,
+def to_grid(feats: dict[str, torch.Tensor], levels: tuple[str, ...] | list[str], grid: int | tuple[int, int],
             aggregate: int = 0) -> torch.Tensor:
-    """Concatenate levels on a common (grid x grid) patch grid: (B, sum C, grid, grid).
+    """Concatenate levels on a common (gh x gw) patch grid: (B, sum C, gh, gw).
 
     aggregate > 1: PatchCore's locally aware features, a k x k average over each position's
     neighbourhood (borders averaged over the valid part), applied per level before resizing.
     Finer levels are area-averaged down, coarser ones bilinearly upsampled.
     """
     parts = []
+    gh, gw = (grid, grid) if isinstance(grid, int) else grid
     for lv in levels:
         f = feats[lv].float()
         if aggregate > 1:
             f = F.avg_pool2d(f, aggregate, 1, aggregate // 2, count_include_pad=False)
-        if f.shape[-1] > grid or f.shape[-2] > grid:
-            f = F.adaptive_avg_pool2d(f, grid)
-        elif f.shape[-2:] != (grid, grid):
-            f = F.interpolate(f, size=(grid, grid), mode="bilinear", align_corners=False)
+        if f.shape[-2] > gh or f.shape[-1] > gw:
+            f = F.adaptive_avg_pool2d(f, (gh, gw))
+        if tuple(f.shape[-2:]) != (gh, gw):
+            f = F.interpolate(f, size=(gh, gw), mode="bilinear", align_corners=False)
         parts.append(f)
     return torch.cat(parts, 1)
 

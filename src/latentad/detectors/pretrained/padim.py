@@ -129,6 +129,8 @@ class PaDiM(PretrainedDetector):
         "paper_recipe": {"feature_stride": 4, "n_features": 100, "image_size": 256},
     }
 
+    map_statistic = "max"
+
     def __init__(self, config: PaDiMConfig | None = None, backbone=None, **overrides: Any) -> None:
         super().__init__(config, backbone, **overrides)
         self.mean: torch.Tensor | None = None  # (P, d)

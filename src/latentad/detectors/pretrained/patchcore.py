@@ -126,8 +126,8 @@ class PatchCore(PretrainedDetector):
         self.seed_everything()
         gen = torch.Generator().manual_seed(cfg.seed)
         n_images = len(train) if isinstance(train, ImageSet) else int(train.shape[0])
-        grid = self.grid_size(cfg.feature_stride)
-        keep = min(1.0, cfg.max_candidates / max(1, n_images * grid * grid))
+        gh, gw = self.grid_size(cfg.feature_stride)
+        keep = min(1.0, cfg.max_candidates / max(1, n_images * gh * gw))
         chunks = []
         for g in self.patch_grids(train, progress="patchcore: features"):
             p = g.permute(0, 2, 3, 1).reshape(-1, g.shape[1])

@@ -86,6 +86,8 @@ class SimpleNet(PretrainedDetector):
         "paper_recipe": {"hidden": 1024, "steps": 4000, "train_batch": 4096, "image_size": 256},
     }
 
+    map_statistic = "max"
+
     def __init__(self, config: SimpleNetConfig | None = None, backbone=None, **overrides: Any) -> None:
         super().__init__(config, backbone, **overrides)
         self.adaptor: nn.Linear | None = None
@@ -107,8 +109,8 @@ class SimpleNet(PretrainedDetector):
         self.seed_everything()
         gen = torch.Generator().manual_seed(cfg.seed)
         n_images = len(train) if isinstance(train, ImageSet) else int(train.shape[0])
-        grid = self.grid_size(cfg.feature_stride)
-        keep = min(1.0, cfg.max_cached / max(1, n_images * grid * grid))
+        gh, gw = self.grid_size(cfg.feature_stride)
+        keep = min(1.0, cfg.max_cached / max(1, n_images * gh * gw))
         chunks = []
         for g in self.patch_grids(train, progress="simplenet: features"):
             p = g.permute(0, 2, 3, 1).reshape(-1, g.shape[1])

@@ -40,8 +40,8 @@ class ClampAtInference(nn.Module):
 class BergmannAE(nn.Module):
     """Bergmann et al.'s conv AE; `n_down` stride-2 stages take `size` to `size / 2**n_down`."""
 
-    def __init__(self, channels: int, size: int, latent_dim: int = 100, base: int = 32, n_down: int = 4,
-                 output: str = "sigmoid"):
+    def __init__(self, channels: int, size: int | tuple[int, int], latent_dim: int = 100, base: int = 32,
+                 n_down: int = 4, output: str = "sigmoid"):
         super().__init__()
         widths = [base, base, 2 * base, 4 * base][:n_down] + [4 * base] * max(0, n_down - 4)
         layers: list[nn.Module] = []
@@ -52,7 +52,8 @@ class BergmannAE(nn.Module):
                 layers += _conv(w, w, 3, 1, 1)
             cin = w
         layers += _conv(cin, 2 * base, 3, 1, 1) + _conv(2 * base, base, 3, 1, 1)
-        self.bottom = size // 2**n_down
+        h, w = (size, size) if isinstance(size, int) else size
+        self.bottom = (h // 2**n_down, w // 2**n_down)  # the dense bottleneck covers the whole (h, w) map
         layers += [nn.Conv2d(base, latent_dim, self.bottom, 1, 0)]  # whole map -> 1x1 x latent_dim
         self.encoder = nn.Sequential(*layers)
         dec: list[nn.Module] = _deconv(latent_dim, base, self.bottom, 1, 0)
@@ -76,7 +77,7 @@ class BergmannAE(nn.Module):
 
 @dataclass
 class AEConfig(TrainingConfig):
-    image_size: int = 128
+    image_size: int | tuple[int, int] = 128
     latent_dim: int = 100
     base_width: int = 32
     n_down: int = 4
@@ -118,7 +119,7 @@ class _AEBase(TrainableDetector):
 
     def build_model(self) -> nn.Module:
         c = self.config
-        return BergmannAE(c.channels, c.image_size, c.latent_dim, c.base_width, c.n_down, c.output)
+        return BergmannAE(c.channels, self.input_shape, c.latent_dim, c.base_width, c.n_down, c.output)
 
     def residual_map(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

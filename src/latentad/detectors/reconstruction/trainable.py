@@ -55,7 +55,7 @@ class TrainableDetector(Detector):
         super().__init__(config, **overrides)
         c = self.config
         n_down = getattr(c, "n_down", 0)
-        if c.image_size % (2**n_down):  # a check across two fields, so it cannot be a per-field bound
+        if any(side % (2**n_down) for side in self.input_shape):  # across two fields: not a per-field bound
             raise ConfigError(f"{self.name}: image_size {c.image_size} is not divisible by 2**n_down = {2**n_down}")
         self.history: list[dict] = []
 
@@ -94,7 +94,7 @@ class TrainableDetector(Detector):
                 f"{self.config.channels}); set -o channels={train.channels} to train on the data's own channels",
                 stacklevel=2,
             )
-        images = train.with_size(self.config.image_size, self.config.channels).load_all(
+        images = train.with_size(self.input_shape, self.config.channels, resize=self.config.resize).load_all(
             progress=f"{self.name} load {len(train)} images"
         ).images
         self.seed_everything()
@@ -121,6 +121,10 @@ class TrainableDetector(Detector):
                 amap = self.map_batch(x).float()
                 parts.append(Prediction(self.image_score(amap).double().numpy(), amap.numpy()))
         return Prediction.concat(parts)
+
+    @property
+    def map_statistic(self) -> str:  # type: ignore[override]
+        return self.config.score
 
     def image_score(self, amap: torch.Tensor) -> torch.Tensor:
         """Image score from (B,H,W) maps: the mean (the paper's protocol) or the max."""

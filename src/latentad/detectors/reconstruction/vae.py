@@ -61,7 +61,7 @@ class SpatialVAE(nn.Module):
 
 @dataclass
 class VAEConfig(TrainingConfig):
-    image_size: int = 128
+    image_size: int | tuple[int, int] = 128
     channels: Literal[1, 3] = 3
     batch_size: int = 16
     seed: int = 0

@@ -235,7 +235,7 @@ class VQVAEConfig(TrainingConfig):
     """Defaults = the CPU recipe (`benchmarks/results/vqvae_probes.md`); the paper's settings are the
     `paper_*` presets of `VQVAE.presets`."""
 
-    image_size: int = 128
+    image_size: int | tuple[int, int] = 128
     channels: Literal[1, 3] = 3
     batch_size: int = 16
     seed: int = 0
