@@ -38,13 +38,14 @@ def score_set(detector: Detector, images: ImageSet, progress: str | None = "scor
     `resize=fit` the image score of a method whose score is its map's max or mean is taken over the
     image only, not over the padding."""
     grid = as_shape(eval_size) or detector.input_shape
-    mode = detector.config.resize
+    whole = getattr(detector, "full_resolution", False)  # tiled: whole images at their own size, one at a time
+    mode = "squash" if whole else detector.config.resize
     parts, labels, masks, paths, defects = [], [], [], [], []
-    sized = images.with_size(detector.input_shape, detector.config.channels, grid, resize=mode)
-    for batch in sized.batches(detector.config.batch_size, progress):
+    sized = images.with_size(None if whole else detector.input_shape, detector.config.channels, grid, resize=mode)
+    for batch in sized.batches(1 if whole else detector.config.batch_size, progress):
         pred = detector.predict(batch.images)
-        if pred.anomaly_maps is not None and (mode != "squash" or grid != detector.input_shape):
-            pred = to_grid(detector, pred, batch.orig_sizes, grid)
+        if pred.anomaly_maps is not None and (mode != "squash" or grid != pred.anomaly_maps.shape[-2:]):
+            pred = to_grid(detector, pred, batch.orig_sizes, grid, mode)
         parts.append(pred)
         labels.append(batch.labels.numpy())
         if batch.masks is not None:
@@ -58,9 +59,9 @@ def score_set(detector: Detector, images: ImageSet, progress: str | None = "scor
     return pred, np.concatenate(labels), mask_arr, paths, defects
 
 
-def to_grid(detector: Detector, pred: Prediction, orig_sizes: list, grid: tuple[int, int]) -> Prediction:
+def to_grid(detector: Detector, pred: Prediction, orig_sizes: list, grid: tuple[int, int], mode: str) -> Prediction:
     """Maps at the input shape -> the evaluation grid, through each image's placement."""
-    shape, mode = detector.input_shape, detector.config.resize
+    shape = tuple(pred.anomaly_maps.shape[-2:])
     maps, scores = [], pred.image_scores.copy()
     for i, (amap, orig) in enumerate(zip(pred.anomaly_maps, orig_sizes, strict=True)):
         placement = Placement.of(tuple(orig or shape), shape, mode)

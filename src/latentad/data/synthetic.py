@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from scipy.ndimage import gaussian_filter
 
 from latentad.data.base import ImageSet, Record, Split
+from latentad.data.geometry import as_shape
 from latentad.data.mvtec import load_mvtec
 from latentad.errors import ConfigError, DataError
 
@@ -26,55 +27,60 @@ SCRATCH_LEVEL = 10
 BLOB_LEVEL = 245
 
 
-def _texture(rng: np.random.Generator, size: int, channels: int, style: dict) -> np.ndarray:
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+def _texture(rng: np.random.Generator, shape: tuple[int, int], channels: int, style: dict) -> np.ndarray:
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     phase = rng.uniform(0, 2 * np.pi)
     t = (xx * np.cos(style["angle"]) + yy * np.sin(style["angle"])) / style["period"]
     stripes = np.sin(2 * np.pi * t + phase)
-    noise = gaussian_filter(rng.normal(size=(size, size)), sigma=max(1.0, size / 64))
+    noise = gaussian_filter(rng.normal(size=(h, w)), sigma=max(1.0, min(h, w) / 64))
     noise = noise / (noise.std() + 1e-8)
     base = np.asarray(style["base"][:channels], dtype=np.float64)
     img = base[None, None, :] + 30.0 * stripes[:, :, None] + 8.0 * noise[:, :, None]
     return np.clip(img, 70, 180).round().astype(np.uint8)
 
 
-def _defect(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
-    mask_img = Image.new("L", (size, size), 0)
+def _defect(rng: np.random.Generator, shape: tuple[int, int], kind: str) -> np.ndarray:
+    h, w = shape
+    size = min(h, w)  # defect scale; positions span the whole image
+    mask_img = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(mask_img)
-    lo, hi = 0.2 * size, 0.8 * size
+    lo, hi = np.array([0.2 * w, 0.2 * h]), np.array([0.8 * w, 0.8 * h])
     if kind == "scratch":
-        x0, y0 = rng.uniform(lo, hi, size=2)
+        x0, y0 = rng.uniform(lo, hi)
         angle = rng.uniform(0, np.pi)
         half = rng.uniform(0.15, 0.3) * size
         dx, dy = half * np.cos(angle), half * np.sin(angle)
         width = max(2, size // 24)
         draw.line([(x0 - dx, y0 - dy), (x0 + dx, y0 + dy)], fill=255, width=width)
     else:
-        cx, cy = rng.uniform(lo, hi, size=2)
+        cx, cy = rng.uniform(lo, hi)
         rx, ry = rng.uniform(size / 14, size / 7, size=2)
         draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=255)
     return np.asarray(mask_img) > 0
 
 
-def _generate(n_train: int, n_test_good: int, n_test_defect: int, size: int, seed: int, channels: int):
+def _generate(n_train: int, n_test_good: int, n_test_defect: int, size: int | list[int], seed: int, channels: int):
     """[(split, defect type, stem, image HxWxC uint8, mask HxW bool or None)] in a fixed order."""
     rng = np.random.default_rng(seed)
+    shape = as_shape(size)
+    side = min(shape)
     style = {
         "angle": rng.uniform(0, np.pi),
-        "period": rng.uniform(size / 8, size / 5),
+        "period": rng.uniform(side / 8, side / 5),
         "base": rng.uniform(110, 140, size=3),
     }
     items = []
     for i in range(n_train):
-        items.append(("train", "good", f"{i:03d}", _texture(rng, size, channels, style), None))
+        items.append(("train", "good", f"{i:03d}", _texture(rng, shape, channels, style), None))
     for i in range(n_test_good):
-        items.append(("test", "good", f"{i:03d}", _texture(rng, size, channels, style),
-                      np.zeros((size, size), dtype=bool)))
+        items.append(("test", "good", f"{i:03d}", _texture(rng, shape, channels, style),
+                      np.zeros(shape, dtype=bool)))
     counters = dict.fromkeys(DEFECT_TYPES, 0)
     for i in range(n_test_defect):
         kind = DEFECT_TYPES[i % len(DEFECT_TYPES)]
-        image = _texture(rng, size, channels, style)
-        mask = _defect(rng, size, kind)
+        image = _texture(rng, shape, channels, style)
+        mask = _defect(rng, shape, kind)
         image[mask] = SCRATCH_LEVEL if kind == "scratch" else BLOB_LEVEL
         items.append(("test", kind, f"{counters[kind]:03d}", image, mask))
         counters[kind] += 1
@@ -86,11 +92,12 @@ def make_synthetic(
     n_train: int = 16,
     n_test_good: int = 4,
     n_test_defect: int = 4,
-    size: int = 64,
+    size: int | tuple[int, int] = 64,
     seed: int = 0,
     channels: int = 3,
 ) -> Split:
-    """Generate the data set (see the module docstring); `size` is both drawn and loaded size.
+    """Generate the data set (see the module docstring); `size` (a side or (H, W)) is both drawn and
+    loaded size.
 
     With `root`, the images are written in the MVTec layout (train/good, test/good, test/<defect>,
     ground_truth/<defect>/<stem>_mask.png, plus synthetic.json with the parameters) and read back with
@@ -101,10 +108,10 @@ def make_synthetic(
         raise ConfigError(f"channels must be 1 or 3, got {channels}")
     if n_train < 1 or n_test_good < 0 or n_test_defect < 0 or n_test_good + n_test_defect < 1:
         raise ConfigError("synthetic data needs n_train >= 1 and at least one test image")
-    if size < 16:
+    if min(as_shape(size)) < 16:
         raise ConfigError(f"size must be at least 16 for drawn defects, got {size}")
     params = {"n_train": n_train, "n_test_good": n_test_good, "n_test_defect": n_test_defect,
-              "size": size, "seed": seed, "channels": channels}
+              "size": size if isinstance(size, int) else list(as_shape(size)), "seed": seed, "channels": channels}
     if root is None:
         return _in_memory(params)
     return _on_disk(Path(root), params)
@@ -163,6 +170,7 @@ def _on_disk(root: Path, params: dict) -> Split:
                 Image.fromarray(mask.astype(np.uint8) * 255).save(gt / f"{stem}_mask.png")
         (root / "ground_truth").mkdir(exist_ok=True)
         meta.write_text(json.dumps(params, indent=2) + "\n")
-    split = load_mvtec(root, params["size"])
+    size = params["size"]
+    split = load_mvtec(root, size if isinstance(size, int) else tuple(size))
     info = _info(params, root, len(split.train), len(split.test))
     return Split(split.train, split.test, info)

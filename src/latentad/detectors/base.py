@@ -65,8 +65,11 @@ class DetectorConfig:
     batch_size: int = 16
     seed: int = 0
     resize: Literal["squash", "fit", "crop"] = "squash"  # how an image of another shape is brought to it
+    tile: int = 0  # > 0: fit and score on full-resolution tiles of this side (`detectors.tiling`)
+    tile_overlap: int = 0
+    tile_mode: Literal["shared", "per_position"] = "shared"
     bounds: ClassVar[dict[str, Bound]] = {"image_size": Bound(ge=8), "batch_size": AT_LEAST_ONE,
-                                          "seed": NON_NEGATIVE}
+                                          "seed": NON_NEGATIVE, "tile": NON_NEGATIVE, "tile_overlap": NON_NEGATIVE}
 
 
 class Detector(ABC):
@@ -90,6 +93,9 @@ class Detector(ABC):
         if overrides:
             cfg = replace_config(cfg, overrides, self.name)
         self.config = check_config(cfg, self.name or type(self).__name__)
+        if self.config.tile:
+            raise ConfigError(f"{self.name}: a tiled detector (tile={self.config.tile}) is built by latentad.create() "
+                              "or Detector.from_preset(), which wrap the method in detectors.tiling")
         if min(as_shape(self.config.image_size)) < 8:
             raise ConfigError(f"{self.name}: option image_size={self.config.image_size!r} is out of range "
                               "(allowed: every side >= 8)")
@@ -104,7 +110,7 @@ class Detector(ABC):
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_preset(cls, preset: str | None = None, **overrides: Any) -> Self:
+    def from_preset(cls, preset: str | None = None, **overrides: Any) -> Detector:
         values: dict[str, Any] = {}
         if preset and preset != "default":
             if preset not in cls.presets:
@@ -112,7 +118,16 @@ class Detector(ABC):
                 raise ConfigError(f"method {cls.name}: unknown preset '{preset}' (known: {known})")
             values.update(cls.presets[preset])
         values.update(overrides)  # None is a value (e.g. augment_to=None): it overrides the preset
-        return cls(replace_config(cls.Config(), values, cls.name))
+        return cls.build(replace_config(cls.Config(), values, cls.name))
+
+    @classmethod
+    def build(cls, config: DetectorConfig) -> Detector:
+        """The detector for `config`: the method itself, or the method on tiles when `config.tile > 0`."""
+        if config.tile:
+            from latentad.detectors.tiling import TiledDetector
+
+            return TiledDetector(cls, check_config(config, cls.name))
+        return cls(config)
 
     # -- protocol -----------------------------------------------------------------------------
     @abstractmethod
@@ -166,7 +181,7 @@ class Detector(ABC):
         path = Path(path)
         meta = io.read_json(path / "detector.json")
         cls = get_method(meta.get("method", "?"))
-        det = cls(replace_config(cls.Config(), meta.get("config", {}), cls.name))
+        det = cls.build(replace_config(cls.Config(), meta.get("config", {}), cls.name))
         det.load_state_tensors(io.read_tensors(path / "model.safetensors"))
         det.load_state_json(meta.get("state", {}))
         det.fitted = True

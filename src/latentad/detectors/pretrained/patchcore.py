@@ -110,6 +110,10 @@ class PatchCore(PretrainedDetector):
         "fast": {"levels": ("stage3", "stage4"), "max_memory": 512},
     }
 
+    # with resize=fit, evaluation scores the image by its map's max over the image alone (not the padding),
+    # without the paper's re-weighting; with squash / crop the re-weighted score stands
+    map_statistic = "max"
+
     def __init__(self, config: PatchCoreConfig | None = None, backbone=None, **overrides: Any) -> None:
         super().__init__(config, backbone, **overrides)
         self.memory: torch.Tensor | None = None  # (M, D) memory bank
