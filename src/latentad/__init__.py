@@ -8,9 +8,9 @@ from latentad.detectors.base import Detector, Prediction, available_methods, cre
 __version__ = "0.1.0"
 
 
-def load(path):
-    """Load a saved detector folder (model.safetensors + detector.json)."""
-    return Detector.load(path)
+def load(path, device=None, precision=None):
+    """Load a saved detector folder (model.safetensors + detector.json), on the CPU or on `device`."""
+    return Detector.load(path, device, precision)
 
 
 __all__ = ["Detector", "Prediction", "available_methods", "create", "load", "__version__"]

@@ -74,6 +74,8 @@ def _run_safely(func, *args, **kwargs):
         raise typer.Exit(1) from None
 
 
+DeviceOpt = Annotated[str, typer.Option(help="auto (a GPU when torch sees one), cpu, cuda, cuda:N or mps")]
+PrecisionOpt = Annotated[str, typer.Option(help="32, 16-mixed (CUDA) or bf16-mixed")]
 FormatOpt = Annotated[str, typer.Option("--format", help="auto, mvtec, folder, mnist, cifar10, elpv, ucsd, "
                                                          "synthetic")]
 DataOpt = Annotated[list[str] | None, typer.Option("--data-option", "-d",
@@ -96,6 +98,8 @@ def fit(
     calibration_fraction: Annotated[float, typer.Option(help="share of normal train images held out to "
                                                              "set the threshold")] = 0.1,
     target_fpr: Annotated[float, typer.Option(help="false-positive rate the threshold aims at")] = 0.01,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "32",
 ) -> None:
     """Train a detector on the normal images of DATA and save it to OUT."""
     from latentad.config import coerce_options
@@ -107,7 +111,7 @@ def fit(
         if epochs is not None:
             options["epochs"] = epochs
         summary = fit_run(out, method, data, fmt, parse_options(data_option), preset, options, seed, resume,
-                          force, calibration_fraction, target_fpr)
+                          force, calibration_fraction, target_fpr, device, precision)
         typer.echo(f"fitted {method} on {summary['n_train']} images in {summary['fit_seconds']:.1f} s -> {out}")
 
     _run_safely(go)
@@ -122,13 +126,15 @@ def evaluate(
     data_option: DataOpt = None,
     eval_size: Annotated[int | None, typer.Option(help="side (px) maps and masks are resized to for the pixel "
                                                        "metrics (default: the detector's input size)")] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "32",
 ) -> None:
     """Score DATA's test split; write RUN/metrics.json, scores.csv, heat maps and report.html."""
     from latentad.runs import evaluate_run, parse_options
 
     def go():
         opts = parse_options(data_option) if data_option else None
-        result = evaluate_run(run, data, fmt, opts, eval_size=eval_size)
+        result = evaluate_run(run, data, fmt, opts, eval_size=eval_size, device=device, precision=precision)
         m = result.metrics
         if as_json:
             typer.echo(json.dumps({k: m.get(k) for k in JSON_KEYS}))
@@ -147,12 +153,14 @@ def predict(
     out: Annotated[Path, typer.Option(help="folder for scores.csv and heat-map overlays")],
     paths: Annotated[list[Path], typer.Argument(help="image files or folders of images")],
     recursive: Annotated[bool, typer.Option(help="descend into sub-folders of the folders given")] = True,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "32",
 ) -> None:
     """Score images: OUT/scores.csv (path, score, is_anomalous) and one overlay PNG per image."""
     from latentad.predict import predict_paths
 
     def go():
-        rows = predict_paths(run, out, paths, recursive)
+        rows = predict_paths(run, out, paths, recursive, device, precision)
         n_anom = sum(r["is_anomalous"] for r in rows)
         typer.echo(f"scored {len(rows)} images ({n_anom} anomalous at the run's threshold) -> {out}")
 
@@ -165,6 +173,7 @@ def calibrate_cmd(
     paths: Annotated[list[Path], typer.Argument(help="NORMAL image files or folders")],
     target_fpr: Annotated[float, typer.Option(help="false-positive rate to aim at")] = 0.01,
     recursive: Annotated[bool, typer.Option(help="descend into sub-folders of the folders given")] = True,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Recompute the run's threshold from normal images only; the model is not touched."""
     from latentad.errors import ConfigError
@@ -173,7 +182,7 @@ def calibrate_cmd(
     def go():
         if not 0.0 < target_fpr < 1.0:
             raise ConfigError(f"--target-fpr {target_fpr}: must be in (0, 1)")
-        cal = recalibrate(run, paths, target_fpr, recursive)
+        cal = recalibrate(run, paths, target_fpr, recursive, device)
         typer.echo(f"threshold {cal.image_threshold:.6g} at target FPR {target_fpr} from {cal.n_images} images "
                    f"(the smallest FPR {cal.n_images} images support: {cal.min_fpr:.3g})")
 

@@ -35,10 +35,11 @@ def images_from_paths(paths: list[Path], channels: int, recursive: bool = True) 
                     "images")
 
 
-def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = True) -> list[dict]:
+def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = True, device: str | None = None,
+                  precision: str | None = None) -> list[dict]:
     from latentad.report.figures import save_overlay
 
-    _, detector, cal = load_run(run)
+    _, detector, cal = load_run(run, device, precision)
     images = images_from_paths(paths, detector.config.channels, recursive)
     with torch.inference_mode():
         pred, _, _, names, _ = score_set(detector, images, progress=f"{detector.name} predict")
@@ -53,8 +54,9 @@ def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = Tru
     return rows
 
 
-def recalibrate(run: Path, paths: list[Path], target_fpr: float, recursive: bool = True) -> Calibration:
-    _, detector, _ = load_run(run)
+def recalibrate(run: Path, paths: list[Path], target_fpr: float, recursive: bool = True,
+                device: str | None = None) -> Calibration:
+    _, detector, _ = load_run(run, device)
     images = images_from_paths(paths, detector.config.channels, recursive)
     with torch.inference_mode():
         pred, *_ = score_set(detector, images, progress=f"{detector.name} calibrate")

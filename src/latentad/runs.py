@@ -68,11 +68,12 @@ def calibrate(detector: Detector, normal: ImageSet, target_fpr: float, source: s
 
 def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, preset: str | None,
             options: dict, seed: int, resume: bool, force: bool, calibration_fraction: float,
-            target_fpr: float) -> dict:
-    """Train `method` on `data` and write the run folder; returns the fit summary."""
+            target_fpr: float, device: str | None = None, precision: str | None = None) -> dict:
+    """Train `method` on `data` and write the run folder; returns the fit summary. `device` and
+    `precision` are where it trains (recorded in config.json, not part of the saved model)."""
     if (run / "model" / "detector.json").exists() and not (resume or force):
         raise ConfigError(f"{run}: already holds a fitted model (use --force to overwrite or another --out)")
-    detector = create(method, preset, seed=seed, **options)  # a bad option is refused before any work
+    detector = create(method, preset, device=device, precision=precision, seed=seed, **options)  # refused early
     detector.set_checkpointing(run / "checkpoints", resume=resume)  # so is a resume with another schedule
     if not 0.0 < target_fpr < 1.0:
         raise ConfigError(f"--target-fpr {target_fpr}: must be in (0, 1)")
@@ -89,7 +90,9 @@ def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, pre
         "command": " ".join(["latentad", *sys.argv[1:]]),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "versions": {"latentad": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform()},
+        "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(),
+                    "device": str(detector.device), "precision": detector.precision,
+                    "gpu": torch.cuda.get_device_name(detector.device) if detector.device.type == "cuda" else None},
     }
     run.mkdir(parents=True, exist_ok=True)
     if not resume:
@@ -113,13 +116,14 @@ def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, pre
     return summary
 
 
-def load_run(run: Path) -> tuple[dict, Detector, Calibration]:
+def load_run(run: Path, device: str | None = None, precision: str | None = None) -> tuple[dict, Detector, Calibration]:
+    """A run's config, its detector (on `device`, default the CPU) and its calibration."""
     if not (run / "config.json").is_file():
         raise ModelFileError(f"{run}: not a latentad run folder (no config.json)")
     if not (run / "model" / "detector.json").is_file():
         raise ModelFileError(f"{run}: the run has no fitted model (fit did not finish; try fit --resume)")
     config = io.read_json(run / "config.json")
-    detector = Detector.load(run / "model")
+    detector = Detector.load(run / "model", device, precision)
     cal = Calibration.load(run / "calibration.json")
     return config, detector, cal
 
@@ -133,13 +137,14 @@ def write_scores_csv(path: Path, rows: list[dict]) -> None:
 
 
 def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dict | None,
-                 k_overlays: int = 6, eval_size: int | None = None) -> Evaluation:
+                 k_overlays: int = 6, eval_size: int | None = None, device: str | None = None,
+                 precision: str | None = None) -> Evaluation:
     """Evaluate a run on `data` (default: the data it was fitted on) and write metrics and report;
     pixel metrics at the detector's input size, or at `eval_size` (recorded in the metrics)."""
     from latentad.report.figures import roc_pro_curves, save_overlay, score_histogram
     from latentad.report.html import write_report
 
-    config, detector, cal = load_run(run)
+    config, detector, cal = load_run(run, device, precision)
     dconf = config.get("data", {})
     data = data or dconf.get("path")
     fmt = fmt or dconf.get("format_option", "auto")

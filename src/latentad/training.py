@@ -163,15 +163,21 @@ def train_model(
     epoch_end: EpochHook | None = None,
     description: str = "train",
     settings: dict | None = None,
+    precision: str = "32",
 ) -> list[dict]:
     """Train `model` on `images` (N,C,H,W) in [0,1]; returns the per-epoch history.
 
     `settings` (default: the schedule and seed, see `run_settings`) go into every checkpoint, and a
-    resume from a checkpoint written with other settings is refused."""
+    resume from a checkpoint written with other settings is refused. The model may sit on any device:
+    `images` stay on the CPU (random draws there too) and each batch is moved to the model's device;
+    `precision` sets autocast for the forward and loss (with loss scaling for float16)."""
+    from latentad.devices import autocast, grad_scaler
     from latentad.progress import enabled, make_progress
 
     fmt = torch.channels_last if schedule.channels_last else torch.contiguous_format
     model.to(memory_format=fmt)
+    device = next(model.parameters()).device
+    scaler = grad_scaler(device, precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
     start, history = 0, []
     settings = settings if settings is not None else run_settings(schedule, seed)
@@ -199,11 +205,18 @@ def train_model(
                 step = epoch * steps_per_epoch + i
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(schedule, step, total_steps, steps_per_epoch)
-                x = augment_batch(images[idx], schedule, gen).contiguous(memory_format=fmt)
-                terms = loss_fn(model, x)
+                x = augment_batch(images[idx], schedule, gen).to(device, non_blocking=True)
+                x = x.contiguous(memory_format=fmt)
+                with autocast(device, precision):
+                    terms = loss_fn(model, x)
                 optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                optimizer.step()
+                if scaler is None:
+                    terms["loss"].backward()
+                    optimizer.step()
+                else:
+                    scaler.scale(terms["loss"]).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
                 count += 1
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())

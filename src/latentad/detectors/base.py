@@ -102,6 +102,28 @@ class Detector(ABC):
         self.fitted = False
         self.checkpoint_dir: Path | None = None
         self.resume = False
+        self.device = torch.device("cpu")  # runtime, not saved: see `to`
+        self.precision = "32"
+
+    def to(self, device: str | torch.device | None = "auto", precision: str | None = None) -> Self:
+        """Run on `device` (auto | cpu | cuda[:N] | mps) in `precision` (32 | 16-mixed | bf16-mixed):
+        the model, statistics and memory bank move there; the saved model stays device-free."""
+        from latentad.devices import check_precision, resolve_device
+
+        self.device = resolve_device(device)
+        self.precision = check_precision(precision or self.precision, self.device)
+        self.move_state(self.device)
+        return self
+
+    def move_state(self, device: torch.device) -> None:
+        """Move fitted tensors and modules to `device` (each family moves its own)."""
+        del device
+
+    def autocast(self):
+        """The mixed-precision context of this detector's network forwards."""
+        from latentad.devices import autocast
+
+        return autocast(self.device, self.precision)
 
     def set_checkpointing(self, directory: str | Path | None, resume: bool = False) -> None:
         """Where trainable detectors write a checkpoint every epoch, and whether `fit` resumes."""
@@ -164,7 +186,8 @@ class Detector(ABC):
             raise ModelFileError(f"{path}: cannot save an unfitted {self.name} detector")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        io.write_tensors(path / "model.safetensors", self.state_tensors())
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}  # device-free
+        io.write_tensors(path / "model.safetensors", tensors)
         io.write_json(
             path / "detector.json",
             {
@@ -177,7 +200,8 @@ class Detector(ABC):
         return path
 
     @staticmethod
-    def load(path: str | Path) -> Detector:
+    def load(path: str | Path, device: str | torch.device | None = None, precision: str | None = None) -> Detector:
+        """A saved detector, on the CPU or on `device` (a model fitted on a GPU loads on a CPU)."""
         path = Path(path)
         meta = io.read_json(path / "detector.json")
         cls = get_method(meta.get("method", "?"))
@@ -185,6 +209,8 @@ class Detector(ABC):
         det.load_state_tensors(io.read_tensors(path / "model.safetensors"))
         det.load_state_json(meta.get("state", {}))
         det.fitted = True
+        if device is not None or precision is not None:
+            det.to(device or "cpu", precision)
         return det
 
     # -- helpers for subclasses -----------------------------------------------------------------
@@ -209,12 +235,12 @@ class Detector(ABC):
             if len(images) == 0:
                 raise DataError(f"{images.name}: no images")
             for batch in images.with_size(shape, ch, resize=mode).batches(self.config.batch_size, progress):
-                yield batch.images
+                yield batch.images.to(self.device, non_blocking=True)
             return
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
             raise DataError("images must be an ImageSet or a float tensor (N,C,H,W) in [0,1]")
         for start in range(0, images.shape[0], self.config.batch_size):
-            yield conform(images[start : start + self.config.batch_size], shape, ch, mode)
+            yield conform(images[start : start + self.config.batch_size].to(self.device), shape, ch, mode)
 
 
 def conform(x: torch.Tensor, size: int | tuple[int, int], channels: int, resize: str = "squash") -> torch.Tensor:
@@ -280,6 +306,11 @@ def get_method(name: str) -> type[Detector]:
     return getattr(module, cls_name)
 
 
-def create(name: str, preset: str | None = None, **overrides: Any) -> Detector:
-    """Build an unfitted detector by registry name, preset and option overrides."""
-    return get_method(name).from_preset(preset, **overrides)
+def create(name: str, preset: str | None = None, device: str | torch.device | None = None,
+           precision: str | None = None, **overrides: Any) -> Detector:
+    """Build an unfitted detector by registry name, preset and option overrides, on `device`
+    (default: the CPU; "auto" takes a GPU when torch sees one) in `precision` (default "32")."""
+    det = get_method(name).from_preset(preset, **overrides)
+    if device is not None or precision is not None:
+        det.to(device or "cpu", precision)
+    return det

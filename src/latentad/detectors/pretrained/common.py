@@ -79,7 +79,18 @@ class PretrainedDetector(Detector):
                 self._extractor = wrap_module(self._module, cfg.levels, cfg.normalize, name=cfg.backbone)
             else:
                 self._extractor = load_backbone(cfg.backbone, cfg.levels, cfg.weights_path)
+            self._extractor.to(self.device)
         return self._extractor
+
+    def move_state(self, device: torch.device) -> None:
+        """The backbone, then every fitted tensor the method lists in `state_tensors`."""
+        if self._extractor is not None:
+            self._extractor.to(device)
+        self.move_fitted(device)
+
+    def move_fitted(self, device: torch.device) -> None:
+        """Move the method's fitted tensors (each method names its own)."""
+        del device
 
     def set_backbone(self, module: nn.Module) -> None:
         """Attach a user backbone (after loading a detector fitted with one: its weights are restored)."""
@@ -114,8 +125,10 @@ class PretrainedDetector(Detector):
         """(batch in [0,1], {level: features}) batch by batch, under inference_mode."""
         fx = self.extractor
         for x in self.iter_batches(images, progress):
-            with torch.inference_mode():
+            with torch.inference_mode(), self.autocast():
                 feats = fx(x)
+            if self.precision != "32":
+                feats = {lv: f.float() for lv, f in feats.items()}
             yield x, feats  # outside the context: inference mode must not leak into the caller
 
     def patch_grids(self, images: Images, progress: str | None = None) -> Iterator[torch.Tensor]:
@@ -138,8 +151,8 @@ class PretrainedDetector(Detector):
         same result as `F.interpolate` followed by kornia's reflect-padded `gaussian_blur2d`, at a
         fraction of the cost)."""
         h, w = self.input_shape
-        a_h = smoothing_matrix(maps.shape[-2], h, sigma)
-        a_w = smoothing_matrix(maps.shape[-1], w, sigma)
+        a_h = smoothing_matrix(maps.shape[-2], h, sigma).to(maps.device)
+        a_w = smoothing_matrix(maps.shape[-1], w, sigma).to(maps.device)
         return a_h @ maps.float() @ a_w.T
 
     def embed(self, images: Images) -> Latents:
@@ -148,7 +161,7 @@ class PretrainedDetector(Detector):
         out: dict[str, list[torch.Tensor]] = {lv: [] for lv in self.config.levels}
         for _, feats in self.iter_features(images):
             for lv, f in feats.items():
-                out[lv].append(f.contiguous().clone())
+                out[lv].append(f.float().contiguous().cpu().clone())
         return {lv: torch.cat(v) for lv, v in out.items()}
 
 

@@ -93,7 +93,7 @@ class GaussianAD(PretrainedDetector):
         out: dict[str, list[torch.Tensor]] = {lv: [] for lv in self.config.levels}
         for _, feats in self.iter_features(images, progress):
             for lv, f in feats.items():
-                out[lv].append(f.float().mean((2, 3)).double())
+                out[lv].append(f.float().mean((2, 3)).cpu().double())  # small: statistics stay on the CPU
         return {lv: torch.cat(v) for lv, v in out.items()}
 
     def fit(self, train: ImageSet) -> GaussianAD:

@@ -59,16 +59,17 @@ class GaussianAccumulator:
         self.shift: torch.Tensor | None = None
 
     def update(self, x: torch.Tensor) -> None:
-        x = x.double()
+        x = (x.cpu() if x.device.type == "mps" else x).double()  # MPS has no float64: sums on the CPU there
         if self.shift is None:
             self.shift = x.mean(0)
             p, d = self.shift.shape
-            self.s1 = torch.zeros(p, d, dtype=torch.float64)
-            self.s2 = torch.zeros(p, d, d, dtype=torch.float64)
+            kw = {"dtype": torch.float64, "device": x.device}
+            self.s1 = torch.zeros(p, d, **kw)
+            self.s2 = torch.zeros(p, d, d, **kw)
             if self.fourth:
-                self.q1 = torch.zeros(p, dtype=torch.float64)  # sum ||a||^2
-                self.q2 = torch.zeros(p, dtype=torch.float64)  # sum ||a||^4
-                self.t = torch.zeros(p, d, dtype=torch.float64)  # sum ||a||^2 a
+                self.q1 = torch.zeros(p, **kw)  # sum ||a||^2
+                self.q2 = torch.zeros(p, **kw)  # sum ||a||^4
+                self.t = torch.zeros(p, d, **kw)  # sum ||a||^2 a
         # contiguous operands: a strided batch operand sent torch.bmm down a path ~500x slower with 2
         # threads on the loaded machines (measured)
         a = (x - self.shift).transpose(0, 1).contiguous()  # (P, B, d)
@@ -111,7 +112,7 @@ class GaussianAccumulator:
         delta = (delta_ - 2 * mu * tr + d * mu**2) / d
         beta = torch.minimum(beta, delta)
         shrink = torch.where(beta > 0, beta / delta.clamp_min(1e-300), torch.zeros_like(beta))
-        eye = torch.eye(d, dtype=emp.dtype)
+        eye = torch.eye(d, dtype=emp.dtype, device=emp.device)
         cov = (1 - shrink)[:, None, None] * emp + (shrink * mu)[:, None, None] * eye
         return mean, cov
 
@@ -144,7 +145,7 @@ class PaDiM(PretrainedDetector):
                 total = g.shape[1]
                 gen = torch.Generator().manual_seed(cfg.seed)
                 k = cfg.n_features if 0 < cfg.n_features < total else total
-                self.channels = torch.sort(torch.randperm(total, generator=gen)[:k]).values
+                self.channels = torch.sort(torch.randperm(total, generator=gen)[:k]).values.to(g.device)
             yield g[:, self.channels]  # (B, d, g, g)
 
     def fit(self, train: ImageSet) -> PaDiM:
@@ -157,10 +158,10 @@ class PaDiM(PretrainedDetector):
         with few_threads():  # one small LAPACK call per position
             mean, cov = acc.ledoit_wolf() if cfg.covariance == "ledoit_wolf" else acc.mean_cov()
             d = cov.shape[-1]
-            cov = cov + cfg.eps * torch.eye(d, dtype=cov.dtype)
+            cov = cov + cfg.eps * torch.eye(d, dtype=cov.dtype, device=cov.device)
             chol = torch.linalg.cholesky(cov)
-            self.precision = torch.cholesky_inverse(chol).float().contiguous()
-        self.mean = mean.float().contiguous()
+            self.precision = torch.cholesky_inverse(chol).float().contiguous().to(self.device)
+        self.mean = mean.float().contiguous().to(self.device)
         self.fitted = True
         return self
 
@@ -179,14 +180,19 @@ class PaDiM(PretrainedDetector):
         for g in self._grids(images):
             dist = self.mahalanobis(g)
             maps = self.smooth_maps(dist, self.config.sigma)
-            parts.append(Prediction(maps.flatten(1).amax(1).numpy(), maps.numpy()))
+            parts.append(Prediction(maps.flatten(1).amax(1).cpu().numpy(), maps.cpu().numpy()))
         return Prediction.concat(parts)
 
     def embed(self, images: Images) -> Latents:
         """Per-level backbone features plus the selected patch features ("patches": (N,d,g,g))."""
         out = super().embed(images)
-        out["patches"] = torch.cat([g.clone() for g in self._grids(images)])
+        out["patches"] = torch.cat([g.cpu().clone() for g in self._grids(images)])
         return out
+
+    def move_fitted(self, device: torch.device) -> None:
+        for name in ("mean", "precision", "channels"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {"mean": self.mean, "precision": self.precision, "channels": self.channels,

@@ -78,10 +78,10 @@ def greedy_coreset(x: torch.Tensor, n: int, start: int = 0) -> torch.Tensor:
     n = min(n, total)
     x = x.float().contiguous()
     sq = (x * x).sum(1)
-    min_d = torch.full((total,), float("inf"))
+    min_d = torch.full((total,), float("inf"), device=x.device)
     chosen = torch.empty(n, dtype=torch.long)
     j = int(start)
-    dist = torch.empty(total)
+    dist = torch.empty(total, device=x.device)
     for i in range(n):
         chosen[i] = j
         if i == n - 1:
@@ -136,14 +136,14 @@ class PatchCore(PretrainedDetector):
         for g in self.patch_grids(train, progress="patchcore: features"):
             p = g.permute(0, 2, 3, 1).reshape(-1, g.shape[1])
             if keep < 1.0:
-                p = p[torch.rand(p.shape[0], generator=gen) < keep]
+                p = p[(torch.rand(p.shape[0], generator=gen) < keep).to(p.device)]
             chunks.append(p.clone())
         bank = torch.cat(chunks)
         del chunks
         self.mean, self.components = None, None
         if 0 < cfg.embed_dim < bank.shape[1]:
             self.mean = bank.mean(0)
-            cov = torch.zeros(bank.shape[1], bank.shape[1], dtype=torch.float64)
+            cov = torch.zeros(bank.shape[1], bank.shape[1], dtype=torch.float64, device=bank.device)
             for chunk in bank.split(32768):  # chunked: no float64 copy of the whole bank
                 c = (chunk - self.mean).double()
                 cov += c.T @ c
@@ -154,12 +154,12 @@ class PatchCore(PretrainedDetector):
         if n < bank.shape[0]:
             proj = bank
             if 0 < cfg.projection_dim < bank.shape[1]:
-                w = torch.randn(bank.shape[1], cfg.projection_dim, generator=gen)
+                w = torch.randn(bank.shape[1], cfg.projection_dim, generator=gen).to(bank.device)
                 proj = bank @ (w / math.sqrt(cfg.projection_dim))
             start = int(torch.randint(bank.shape[0], (1,), generator=gen))
             with few_threads():  # n iterations of three small vector ops each
                 idx = greedy_coreset(proj, n, start)
-            bank = bank[idx]
+            bank = bank[idx.to(bank.device)]
         self.memory = bank.contiguous()
         self._index = None
         self.fitted = True
@@ -177,6 +177,10 @@ class PatchCore(PretrainedDetector):
         return self._index
 
     def _knn(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distances and indices of the k nearest memory patches: faiss on the CPU, torch elsewhere."""
+        if self.memory.device.type != "cpu":
+            parts = [torch.cdist(q.float(), self.memory).topk(k, dim=1, largest=False) for q in queries.split(8192)]
+            return torch.cat([p.values for p in parts]), torch.cat([p.indices for p in parts])
         d2, idx = self.index.search(np.ascontiguousarray(queries.numpy(), dtype=np.float32), k)
         return torch.from_numpy(np.sqrt(np.maximum(d2, 0.0))), torch.from_numpy(idx)
 
@@ -184,7 +188,7 @@ class PatchCore(PretrainedDetector):
         """Paper eq. 7: the max patch score re-weighted by its memory neighbourhood's density."""
         b = min(self.config.num_neighbors, self.memory.shape[0])
         best = dist.argmax(1)  # (B,)
-        rows = torch.arange(dist.shape[0])
+        rows = torch.arange(dist.shape[0], device=dist.device)
         s_star = dist[rows, best]
         if b <= 1:
             return s_star
@@ -212,21 +216,27 @@ class PatchCore(PretrainedDetector):
             dist, idx = dist.view(b, h * w), idx.view(b, h * w)
             scores = self._image_scores(patches, dist, idx)
             maps = self.smooth_maps(dist.view(b, h, w), self.config.sigma)
-            parts.append(Prediction(scores.numpy(), maps.numpy()))
+            parts.append(Prediction(scores.cpu().numpy(), maps.cpu().numpy()))
         return Prediction.concat(parts)
 
     def embed(self, images: Images) -> Latents:
         """Per-level backbone features, the locally aware patch grid ("patches": (N,D,g,g)) and, with
         PCA, the grid in the space the memory bank lives in ("embedded": (N,embed_dim,g,g))."""
         out = super().embed(images)
-        out["patches"] = torch.cat([g.clone() for g in self.patch_grids(images)])
+        out["patches"] = torch.cat([g.cpu().clone() for g in self.patch_grids(images)])
         if self.components is not None:
             g = out["patches"]
-            z = (g.permute(0, 2, 3, 1) - self.mean) @ self.components
-            out["embedded"] = z.permute(0, 3, 1, 2).contiguous()
+            z = (g.permute(0, 2, 3, 1) - self.mean.cpu()) @ self.components.cpu()
+            out["embedded"] = z.permute(0, 3, 1, 2).contiguous().cpu()
         return out
 
     # -- state ---------------------------------------------------------------------------------
+    def move_fitted(self, device: torch.device) -> None:
+        for name in ("memory", "mean", "components"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
+        self._index = None
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = {"memory": self.memory, **self.backbone_state()}
         if self.components is not None:
@@ -238,4 +248,4 @@ class PatchCore(PretrainedDetector):
         self.memory = tensors["memory"].float().contiguous()
         self.mean = tensors.get("pca_mean")
         self.components = tensors.get("pca_components")
-        self._index = None
+        self.move_fitted(self.device)

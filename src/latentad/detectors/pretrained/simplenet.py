@@ -100,7 +100,8 @@ class SimpleNet(PretrainedDetector):
         self.adaptor = nn.Linear(dim, dim)
         nn.init.xavier_normal_(self.adaptor.weight)
         nn.init.zeros_(self.adaptor.bias)
-        self.discriminator = Discriminator(dim, self.config.hidden)
+        self.discriminator = Discriminator(dim, self.config.hidden).to(self.device)
+        self.adaptor.to(self.device)
 
     def fit(self, train: ImageSet) -> SimpleNet:
         cfg = self.config
@@ -115,7 +116,7 @@ class SimpleNet(PretrainedDetector):
         for g in self.patch_grids(train, progress="simplenet: features"):
             p = g.permute(0, 2, 3, 1).reshape(-1, g.shape[1])
             if keep < 1.0:
-                p = p[torch.rand(p.shape[0], generator=gen) < keep]
+                p = p[(torch.rand(p.shape[0], generator=gen) < keep).to(p.device)]
             chunks.append(p.clone())  # clone: a normal tensor, usable by autograd
         cache = torch.cat(chunks)
         del chunks
@@ -140,9 +141,9 @@ class SimpleNet(PretrainedDetector):
         bs = min(cfg.train_batch, n)
         with torch.enable_grad(), few_threads():  # many small steps: see few_threads
             for _ in range(cfg.steps):
-                idx = torch.randint(n, (bs,), generator=gen)
+                idx = torch.randint(n, (bs,), generator=gen).to(cache.device)  # CPU draws: same on every device
                 true = adaptor(cache[idx])
-                fake = true + torch.randn(true.shape, generator=gen) * cfg.noise_std
+                fake = true + torch.randn(true.shape, generator=gen).to(true.device) * cfg.noise_std
                 scores = disc(torch.cat([true, fake]))
                 loss = (torch.clamp(cfg.margin - scores[:bs], min=0).mean()
                         + torch.clamp(cfg.margin + scores[bs:], min=0).mean())
@@ -168,7 +169,7 @@ class SimpleNet(PretrainedDetector):
         parts = []
         for g in self.patch_grids(images):
             maps = self.smooth_maps(self._patch_scores(g), self.config.sigma)
-            parts.append(Prediction(maps.flatten(1).amax(1).numpy(), maps.numpy()))
+            parts.append(Prediction(maps.flatten(1).amax(1).cpu().numpy(), maps.cpu().numpy()))
         return Prediction.concat(parts)
 
     @torch.no_grad()  # not inference_mode: callers get ordinary tensors
@@ -178,12 +179,20 @@ class SimpleNet(PretrainedDetector):
         patches, adapted = [], []
         for g in self.patch_grids(images):
             b, d, h, w = g.shape
-            patches.append(g.clone())
+            patches.append(g.cpu().clone())
             p = (g.permute(0, 2, 3, 1).reshape(-1, d) - self.feat_mean) / self.feat_std
-            adapted.append(self.adaptor(p).view(b, h, w, d).permute(0, 3, 1, 2).clone())
+            adapted.append(self.adaptor(p).view(b, h, w, d).permute(0, 3, 1, 2).cpu().clone())
         out["patches"] = torch.cat(patches)
         out["adapted"] = torch.cat(adapted)
         return out
+
+    def move_fitted(self, device: torch.device) -> None:
+        for name in ("feat_mean", "feat_std"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
+        for module in (self.adaptor, self.discriminator):
+            if module is not None:
+                module.to(device)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = {"feat_mean": self.feat_mean, "feat_std": self.feat_std}
@@ -193,7 +202,7 @@ class SimpleNet(PretrainedDetector):
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         tensors = self.take_backbone_state(tensors)
-        self.feat_mean, self.feat_std = tensors["feat_mean"], tensors["feat_std"]
+        self.feat_mean, self.feat_std = tensors["feat_mean"].to(self.device), tensors["feat_std"].to(self.device)
         self._build(self.feat_mean.shape[0])
         self.adaptor.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("adaptor.")})
         self.discriminator.load_state_dict(

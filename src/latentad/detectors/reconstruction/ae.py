@@ -130,7 +130,7 @@ class _AEBase(TrainableDetector):
     def embed(self, images) -> dict[str, torch.Tensor]:
         self.require_fitted()
         with torch.inference_mode():
-            codes = [self.model.encode(x).flatten(1) for x in self.iter_batches(images)]
+            codes = [self.model.encode(x).flatten(1).float().cpu() for x in self.iter_batches(images)]
         return {"z": torch.cat(codes)}
 
 

@@ -98,11 +98,11 @@ class TrainableDetector(Detector):
             progress=f"{self.name} load {len(train)} images"
         ).images
         self.seed_everything()
-        self.model = self.build_model()
+        self.model = self.build_model().to(self.device)
         self.history = train_model(
             self.model, images, self.loss, self.schedule(), self.config.seed,
             checkpoint_dir=self.checkpoint_dir, resume=self.resume, epoch_end=self.epoch_end,
-            description=f"{self.name} fit", settings=self.training_settings(),
+            description=f"{self.name} fit", settings=self.training_settings(), precision=self.precision,
         )
         self.model.eval()
         self.fitted = True
@@ -118,8 +118,10 @@ class TrainableDetector(Detector):
         parts = []
         with torch.inference_mode():
             for x in self.iter_batches(images, progress=f"{self.name} predict"):
-                amap = self.map_batch(x).float()
-                parts.append(Prediction(self.image_score(amap).double().numpy(), amap.numpy()))
+                with self.autocast():
+                    amap = self.map_batch(x)
+                amap = amap.float()
+                parts.append(Prediction(self.image_score(amap).double().cpu().numpy(), amap.cpu().numpy()))
         return Prediction.concat(parts)
 
     @property
@@ -130,11 +132,15 @@ class TrainableDetector(Detector):
         """Image score from (B,H,W) maps: the mean (the paper's protocol) or the max."""
         return amap.flatten(1).amax(1) if self.config.score == "max" else amap.flatten(1).mean(1)
 
+    def move_state(self, device: torch.device) -> None:
+        if getattr(self, "model", None) is not None:
+            self.model.to(device)
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return dict(self.model.state_dict())
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.model = self.build_model()
+        self.model = self.build_model().to(self.device)
         try:
             self.model.load_state_dict(tensors)
         except RuntimeError as exc:

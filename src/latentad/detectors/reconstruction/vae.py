@@ -139,7 +139,7 @@ class _VAEBase(TrainableDetector):
         for x in self.iter_batches(images):
             out = self._forward(x)
             for k in parts:
-                parts[k].append(out[k].contiguous())
+                parts[k].append(out[k].float().contiguous().cpu())
         return {k: torch.cat(v) for k, v in parts.items()}
 
 

@@ -368,13 +368,13 @@ class VQVAE(TrainableDetector):
         for x in self.iter_batches(images):
             out = self._forward(x)
             for k in keys:
-                parts[k].append(out[k].contiguous())
+                parts[k].append(out[k].contiguous().cpu())
         return {k: torch.cat(v) for k, v in parts.items()}
 
     def reconstruct(self, images: Images) -> torch.Tensor:
         """x_hat (N,C,H,W) in [0,1]."""
         self.require_fitted()
-        return torch.cat([self._forward(x)["x_hat"] for x in self.iter_batches(images)])
+        return torch.cat([self._forward(x)["x_hat"].cpu() for x in self.iter_batches(images)])
 
     def scored_as(self, method: str) -> VQVAE:
         """The same trained VQ-VAE scored with the other map: `vqvae_ssim` and `vqvae_ssim_am` differ
