@@ -58,7 +58,7 @@ def one(method: str, backbone: str, data: str, threads: int) -> dict:
     t3 = time.perf_counter()
     cfg = det.config
     return {
-        "method": method, "backbone": backbone, "image_size": cfg.image_size, "levels": list(cfg.levels),
+        "method": method, "backbone": backbone, "image_size": cfg.image_size, "levels": list(det.levels),
         **{k: (round(v, 4) if v is not None else None) for k, v in metrics.items()},
         "fit_s": round(t1 - t0, 2), "score_s": round(t2 - t1, 2), "metrics_s": round(t3 - t2, 2),
         "total_s": round(t3 - t0, 2), "predict_img_s": round(len(labels) / (t2 - t1), 1),

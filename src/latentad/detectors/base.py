@@ -103,7 +103,7 @@ class Detector(ABC):
         self.checkpoint_dir: Path | None = None
         self.resume = False
         self.device = torch.device("cpu")  # runtime, not saved: see `to`
-        self.precision = "32"
+        self.compute_precision = "32"
 
     def to(self, device: str | torch.device | None = "auto", precision: str | None = None) -> Self:
         """Run on `device` (auto | cpu | cuda[:N] | mps) in `precision` (32 | 16-mixed | bf16-mixed):
@@ -111,7 +111,7 @@ class Detector(ABC):
         from latentad.devices import check_precision, resolve_device
 
         self.device = resolve_device(device)
-        self.precision = check_precision(precision or self.precision, self.device)
+        self.compute_precision = check_precision(precision or self.compute_precision, self.device)
         self.move_state(self.device)
         return self
 
@@ -123,7 +123,7 @@ class Detector(ABC):
         """The mixed-precision context of this detector's network forwards."""
         from latentad.devices import autocast
 
-        return autocast(self.device, self.precision)
+        return autocast(self.device, self.compute_precision)
 
     def set_checkpointing(self, directory: str | Path | None, resume: bool = False) -> None:
         """Where trainable detectors write a checkpoint every epoch, and whether `fit` resumes."""

@@ -89,11 +89,11 @@ class TiledDetector(Detector):
         self.image_shape: tuple[int, int] | None = None  # per_position: the one image size
         self.fitted = False
         self.checkpoint_dir, self.resume = None, False
-        self.device, self.precision = torch.device("cpu"), "32"
+        self.device, self.compute_precision = torch.device("cpu"), "32"
 
     def move_state(self, device: torch.device) -> None:
         for m in self.models:
-            m.to(device, self.precision)
+            m.to(device, self.compute_precision)
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -143,7 +143,7 @@ class TiledDetector(Detector):
                                 f"{len(shapes)} sizes (e.g. {sorted(shapes)[:2]}); use tile_mode=shared")
             self.image_shape = shapes.pop()
             self.positions = tile_boxes(self.image_shape, tile, overlap)
-            self.models = [self.method(self.inner_config).to(self.device, self.precision) for _ in self.positions]
+            self.models = [self.method(self.inner_config).to(self.device, self.compute_precision) for _ in self.positions]
             self.set_checkpointing(self.checkpoint_dir, self.resume)
             for model, box in zip(self.models, self.positions, strict=True):
                 model.fit(self._tile_set(train, box))
@@ -213,7 +213,7 @@ class TiledDetector(Detector):
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         n = 1 + max(int(k.split(".", 1)[0][4:]) for k in tensors) if tensors else 1
-        self.models = [self.method(self.inner_config).to(self.device, self.precision) for _ in range(n)]
+        self.models = [self.method(self.inner_config).to(self.device, self.compute_precision) for _ in range(n)]
         for k, m in enumerate(self.models):
             prefix = f"tile{k}."
             m.load_state_tensors({name[len(prefix):]: v for name, v in tensors.items() if name.startswith(prefix)})

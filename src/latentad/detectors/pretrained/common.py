@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -25,6 +25,7 @@ from latentad.detectors.base import Detector, DetectorConfig, Images, Latents
 from latentad.errors import ConfigError
 
 CUSTOM = "custom"
+DINO = "dinov2_vits14"
 
 
 @dataclass
@@ -41,7 +42,7 @@ class PretrainedConfig(DetectorConfig):
     channels: Literal[3] = 3  # ImageNet backbones take colour; grey images are repeated to 3 channels
     batch_size: int = 16
     backbone: str = DEFAULT_BACKBONE
-    levels: tuple[str, ...] = ("stage3", "stage4")
+    levels: tuple[str, ...] | None = None  # None: the method's default for its backbone (`levels` property)
     weights_path: str | None = None
     normalize: Literal["imagenet", "lite", "none"] = "imagenet"
 
@@ -51,6 +52,17 @@ class PretrainedDetector(Detector):
 
     family = "pretrained"
     Config = PretrainedConfig
+    default_levels: ClassVar[tuple[str, ...]] = ("stage3", "stage4")  # for the CNN backbones
+    # the self-supervised ViT: one intermediate block, chosen on a validation split of bottle's normal
+    # training images with synthetic defects (benchmarks/dino_block_probe.py, docs/RESULTS.md)
+    vit_levels: ClassVar[tuple[str, ...]] = ("block8",)
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """The levels used: the config's, or (levels=None) the method's default for the backbone."""
+        if self.config.levels is not None:
+            return tuple(self.config.levels)
+        return self.vit_levels if self.config.backbone == DINO else self.default_levels
 
     def __init__(self, config: DetectorConfig | None = None, backbone: nn.Module | None = None,
                  **overrides: Any) -> None:
@@ -76,9 +88,9 @@ class PretrainedDetector(Detector):
                         f"{self.name}: fitted with a user nn.Module backbone ({cfg.backbone}); call "
                         "set_backbone(module) with a module of the same architecture first"
                     )
-                self._extractor = wrap_module(self._module, cfg.levels, cfg.normalize, name=cfg.backbone)
+                self._extractor = wrap_module(self._module, self.levels, cfg.normalize, name=cfg.backbone)
             else:
-                self._extractor = load_backbone(cfg.backbone, cfg.levels, cfg.weights_path)
+                self._extractor = load_backbone(cfg.backbone, self.levels, cfg.weights_path)
             self._extractor.to(self.device)
         return self._extractor
 
@@ -127,7 +139,7 @@ class PretrainedDetector(Detector):
         for x in self.iter_batches(images, progress):
             with torch.inference_mode(), self.autocast():
                 feats = fx(x)
-            if self.precision != "32":
+            if self.compute_precision != "32":
                 feats = {lv: f.float() for lv, f in feats.items()}
             yield x, feats  # outside the context: inference mode must not leak into the caller
 
@@ -137,7 +149,7 @@ class PretrainedDetector(Detector):
         cfg = self.config
         grid = self.grid_size(cfg.feature_stride)
         for _, feats in self.iter_features(images, progress):
-            yield to_grid(feats, cfg.levels, grid, getattr(cfg, "aggregate", 0))
+            yield to_grid(feats, self.levels, grid, getattr(cfg, "aggregate", 0))
 
     def grid_size(self, stride: int) -> tuple[int, int]:
         """(gh, gw) of the patch grid at `stride` input pixels per patch (non-square inputs too)."""
@@ -158,7 +170,7 @@ class PretrainedDetector(Detector):
     def embed(self, images: Images) -> Latents:
         """The raw backbone features of every requested level, (N,C,h,w) each."""
         self.require_fitted()
-        out: dict[str, list[torch.Tensor]] = {lv: [] for lv in self.config.levels}
+        out: dict[str, list[torch.Tensor]] = {lv: [] for lv in self.levels}
         for _, feats in self.iter_features(images):
             for lv, f in feats.items():
                 out[lv].append(f.float().contiguous().cpu().clone())

@@ -42,7 +42,7 @@ class GaussianADConfig(PretrainedConfig):
     """npca: drop the leading components explaining this variance fraction (0 = off, e.g. 0.99);
     pca: keep only the leading components explaining this fraction (0 = off)."""
 
-    levels: tuple[str, ...] = ("stage3", "stage4", "stage5", "head")
+    levels: tuple[str, ...] | None = None
     npca: float = 0.0
     pca: float = 0.0
     bounds: ClassVar[dict[str, Bound]] = {"npca": Bound(ge=0, lt=1), "pca": UNIT}
@@ -73,6 +73,8 @@ class GaussianAD(PretrainedDetector):
     name = "gaussian"
     Config = GaussianADConfig
     localizes = False
+    default_levels = ("stage3", "stage4", "stage5", "head")
+    vit_levels = ("block8", "block12")
     preset_notes = {"paper_recipe": "every stage end + the head of EfficientNet-Lite0 at 256 px, not the "
                                     "paper's 9 levels of EfficientNet-B4 at 380 px (no offline weights)",
                     "npca": "Rippel et al.'s NPCA: only the components past 99 % of the variance"}
@@ -90,7 +92,7 @@ class GaussianAD(PretrainedDetector):
 
     def pooled(self, images: Images, progress: str | None = None) -> dict[str, torch.Tensor]:
         """Global-average-pooled features of every level: {level: (N, C) float64}."""
-        out: dict[str, list[torch.Tensor]] = {lv: [] for lv in self.config.levels}
+        out: dict[str, list[torch.Tensor]] = {lv: [] for lv in self.levels}
         for _, feats in self.iter_features(images, progress):
             for lv, f in feats.items():
                 out[lv].append(f.float().mean((2, 3)).cpu().double())  # small: statistics stay on the CPU
@@ -174,5 +176,5 @@ class GaussianAD(PretrainedDetector):
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         tensors = self.take_backbone_state(tensors)
-        self.means = {lv: tensors[f"mean.{lv}"].double() for lv in self.config.levels}
-        self.transforms = {lv: tensors[f"transform.{lv}"].double() for lv in self.config.levels}
+        self.means = {lv: tensors[f"mean.{lv}"].double() for lv in self.levels}
+        self.transforms = {lv: tensors[f"transform.{lv}"].double() for lv in self.levels}

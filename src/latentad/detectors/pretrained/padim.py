@@ -36,7 +36,7 @@ class PaDiMConfig(PretrainedConfig):
     eps: covariance regulariser; covariance: "plain" (+ eps I) or "ledoit_wolf" (+ eps I);
     sigma: Gaussian blur of the map in input pixels."""
 
-    levels: tuple[str, ...] = ("stage2", "stage3", "stage4")
+    levels: tuple[str, ...] | None = None
     feature_stride: int = 8
     n_features: int = 0
     eps: float = 0.01
@@ -122,6 +122,7 @@ class PaDiM(PretrainedDetector):
 
     name = "padim"
     Config = PaDiMConfig
+    default_levels = ("stage2", "stage3", "stage4")
     preset_notes = {"paper_recipe": "the paper's layout (stride-4 grid, 100 random channels, 256 px) on "
                                     "EfficientNet-Lite0 stages 2-4, not the paper's ResNet-18 / WideResNet-50 "
                                     "(no offline weights)"}

@@ -52,7 +52,7 @@ class PatchCoreConfig(PretrainedConfig):
     max_candidates: training patches kept before the coreset (a seeded random subset beyond it:
     bounds memory)."""
 
-    levels: tuple[str, ...] = ("stage2", "stage3", "stage4")
+    levels: tuple[str, ...] | None = None
     feature_stride: int = 8
     aggregate: int = 3
     embed_dim: int = 48
@@ -99,6 +99,7 @@ class PatchCore(PretrainedDetector):
 
     name = "patchcore"
     Config = PatchCoreConfig
+    default_levels = ("stage2", "stage3", "stage4")
     preset_notes = {"paper_recipe": "the paper's memory bank (10 % coreset, no PCA, 256 px) on EfficientNet-Lite0 "
                                     "stages 2-4, not the paper's WideResNet-50 layers 2+3 (no offline weights)",
                     "fast": "stages 3-4 only and a 512-patch bank"}

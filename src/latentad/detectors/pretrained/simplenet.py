@@ -42,7 +42,7 @@ class SimpleNetConfig(PretrainedConfig):
     steps / train_batch: optimisation length; lr_disc / lr_adaptor: learning rates; max_cached:
     training patches cached; sigma: map smoothing."""
 
-    levels: tuple[str, ...] = ("stage2", "stage3", "stage4")
+    levels: tuple[str, ...] | None = None
     feature_stride: int = 8
     aggregate: int = 3
     hidden: int = 256
@@ -79,6 +79,7 @@ class SimpleNet(PretrainedDetector):
 
     name = "simplenet"
     Config = SimpleNetConfig
+    default_levels = ("stage2", "stage3", "stage4")
     preset_notes = {"paper_recipe": "the paper's discriminator and schedule (1024 wide, 4000 steps, 256 px) on "
                                     "EfficientNet-Lite0, not the paper's WideResNet-50 (no offline weights)"}
     presets: dict[str, dict[str, Any]] = {

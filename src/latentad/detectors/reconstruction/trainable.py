@@ -102,7 +102,7 @@ class TrainableDetector(Detector):
         self.history = train_model(
             self.model, images, self.loss, self.schedule(), self.config.seed,
             checkpoint_dir=self.checkpoint_dir, resume=self.resume, epoch_end=self.epoch_end,
-            description=f"{self.name} fit", settings=self.training_settings(), precision=self.precision,
+            description=f"{self.name} fit", settings=self.training_settings(), precision=self.compute_precision,
         )
         self.model.eval()
         self.fitted = True
