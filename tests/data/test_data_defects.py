@@ -1,0 +1,28 @@
+"""Synthetic defects for validation: each kind changes the image inside its mask and only there."""
+
+import numpy as np
+import pytest
+
+from latentad.data.defects import KINDS, add_defect
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_defect_changes_the_image_inside_its_mask_only(kind):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:64, 0:96]
+    image = np.stack([(xx * 2) % 256, (yy * 3) % 256, (xx + yy) % 256], 2).astype(np.uint8)
+    out, mask, drawn = add_defect(image, rng, kind)
+    assert drawn == kind and out.shape == image.shape and mask.shape == image.shape[:2]
+    assert 0 < mask.mean() < 0.5
+    assert np.array_equal(out[~mask], image[~mask])
+    assert np.abs(out[mask].astype(int) - image[mask]).mean() > 1
+
+
+def test_same_seed_same_defect_and_unknown_kind_refused():
+    image = np.full((48, 48, 3), 120, dtype=np.uint8)
+    image[::4] = 30
+    a = add_defect(image, np.random.default_rng(3))
+    b = add_defect(image, np.random.default_rng(3))
+    assert a[2] == b[2] and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match="defect kind"):
+        add_defect(image, np.random.default_rng(0), "smudge")
