@@ -283,6 +283,7 @@ METHODS: dict[str, str] = {
     "padim": "latentad.detectors.pretrained.padim:PaDiM",
     "patchcore": "latentad.detectors.pretrained.patchcore:PatchCore",
     "simplenet": "latentad.detectors.pretrained.simplenet:SimpleNet",
+    "dsvdd": "latentad.detectors.selfsupervised.dsvdd:DSVDD",
 }
 
 

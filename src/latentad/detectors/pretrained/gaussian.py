@@ -74,7 +74,7 @@ class GaussianAD(PretrainedDetector):
     Config = GaussianADConfig
     localizes = False
     default_levels = ("stage3", "stage4", "stage5", "head")
-    vit_levels = ("block8", "block12")
+    vit_levels = ("block6",)  # the patchcore probe's block (not probed for pooled features)
     preset_notes = {"paper_recipe": "every stage end + the head of EfficientNet-Lite0 at 256 px, not the "
                                     "paper's 9 levels of EfficientNet-B4 at 380 px (no offline weights)",
                     "npca": "Rippel et al.'s NPCA: only the components past 99 % of the variance"}

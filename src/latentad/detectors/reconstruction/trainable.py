@@ -99,6 +99,7 @@ class TrainableDetector(Detector):
         ).images
         self.seed_everything()
         self.model = self.build_model().to(self.device)
+        self.prepare(images)
         self.history = train_model(
             self.model, images, self.loss, self.schedule(), self.config.seed,
             checkpoint_dir=self.checkpoint_dir, resume=self.resume, epoch_end=self.epoch_end,
@@ -107,6 +108,11 @@ class TrainableDetector(Detector):
         self.model.eval()
         self.fitted = True
         return self
+
+    def prepare(self, images: torch.Tensor) -> None:
+        """Work between building the model and training it (data statistics, pretraining, a centre);
+        none by default. `images`: the training set (N,C,H,W) on the CPU."""
+        del images
 
     def map_batch(self, x: torch.Tensor) -> torch.Tensor:
         """The anomaly map (B,H,W) of one batch at the input size: what each method defines."""
