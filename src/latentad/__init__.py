@@ -1,4 +1,5 @@
-"""latentad: unsupervised image anomaly detection over reconstruction and pretrained-feature latent spaces.
+"""latentad: unsupervised image anomaly detection over reconstruction, pretrained-feature and self-supervised
+latent spaces.
 
 Public API: `create(name, preset=None, **options)`, `load(path)`, `Detector`, `Prediction`.
 """

@@ -55,3 +55,15 @@ def test_converted_weights_are_cached_as_safetensors(tmp_path, monkeypatch):
     assert len(files) == 1 and state["pos_embed"].shape == (1, 1 + 37 * 37, 384)
     again = dinov2.cached_weights()
     assert torch.equal(again["blocks.11.fc2.weight"], state["blocks.11.fc2.weight"])
+
+
+def test_pretrained_methods_take_the_vit_with_its_own_default_level():
+    from latentad import create
+    from latentad.data.synthetic import make_synthetic
+
+    split = make_synthetic(n_train=6, n_test_good=2, n_test_defect=2, size=56, seed=0)
+    det = create("patchcore", backbone="dinov2_vits14", image_size=56)
+    assert det.config.levels is None and det.levels == ("block6",)
+    pred = det.fit(split.train).predict(split.test)
+    assert pred.anomaly_maps.shape == (4, 56, 56) and np.isfinite(pred.image_scores).all()
+    assert create("padim", levels=("stage3",)).levels == ("stage3",)  # an explicit choice stands
