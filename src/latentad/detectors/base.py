@@ -283,6 +283,8 @@ METHODS: dict[str, str] = {
     "padim": "latentad.detectors.pretrained.padim:PaDiM",
     "patchcore": "latentad.detectors.pretrained.patchcore:PatchCore",
     "simplenet": "latentad.detectors.pretrained.simplenet:SimpleNet",
+    "ssl_gaussian": "latentad.detectors.selfsupervised.ssl_gaussian:SSLGaussian",
+    "cutpaste": "latentad.detectors.selfsupervised.cutpaste:CutPaste",
     "dsvdd": "latentad.detectors.selfsupervised.dsvdd:DSVDD",
 }
 

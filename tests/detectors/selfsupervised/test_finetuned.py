@@ -1,0 +1,64 @@
+"""ssl_gaussian and cutpaste: fine-tuning on normal images, Gaussians on the tuned encoder, latents
+before and after, save / load, objectives as presets."""
+
+import numpy as np
+import pytest
+import torch
+
+from latentad import create, load
+from latentad.data.synthetic import make_synthetic
+from latentad.detectors.selfsupervised.finetune import nt_xent, sup_con, with_defects
+
+TINY = {"image_size": 64, "epochs": 1, "batch_size": 6}
+
+
+@pytest.fixture(scope="module")
+def split():
+    return make_synthetic(n_train=12, n_test_good=2, n_test_defect=4, size=64, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_losses_reward_the_right_geometry():
+    z = torch.nn.functional.normalize(torch.randn(8, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    assert nt_xent(z, z, 0.2) < nt_xent(z, z.roll(1, 0), 0.2)  # matched views beat mismatched ones
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    grouped = torch.nn.functional.normalize(torch.cat([torch.ones(4, 2), -torch.ones(4, 2)]), dim=1)
+    assert sup_con(grouped, labels, 0.2) < sup_con(grouped, labels.flip(0).roll(2), 0.2)
+
+
+def test_synthetic_defect_views_differ_from_their_source():
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    d, kinds = with_defects(x)
+    assert d.shape == x.shape and len(kinds) == 3 and not torch.allclose(d, x, atol=1 / 255)
+
+
+@pytest.mark.parametrize("method, options", [("ssl_gaussian", {"objective": "contrastive"}),
+                                             ("ssl_gaussian", {"objective": "synthetic", "init": "random"}),
+                                             ("cutpaste", {})])
+def test_fit_predict_embed_save_load(method, options, split, tmp_path):
+    det = create(method, **TINY, **options).fit(split.train)
+    assert det.family == "selfsupervised" and len(det.history) == 1
+    pred = det.predict(split.test)
+    assert pred.image_scores.shape == (6,) and pred.anomaly_maps.shape == (6, 64, 64)
+    lat = det.embed(split.test)
+    assert set(lat) == {"pooled", "positions", "pooled_before", "positions_before"}
+    assert lat["pooled"].shape == lat["pooled_before"].shape
+    assert not torch.allclose(lat["pooled"], lat["pooled_before"])  # the training changed the encoder
+    det.save(tmp_path / "m")
+    again = load(tmp_path / "m").predict(split.test)
+    np.testing.assert_allclose(again.image_scores, pred.image_scores, rtol=1e-5)
+    np.testing.assert_allclose(again.anomaly_maps, pred.anomaly_maps, rtol=1e-4, atol=1e-5)
+
+
+def test_objectives_are_presets():
+    for objective in ("contrastive", "synthetic", "both"):
+        assert create("ssl_gaussian", objective).config.objective == objective
+    assert create("cutpaste").config.proj_dim == 3
