@@ -176,7 +176,7 @@ def test_null_reaches_the_saved_config(data, tmp_path):
 def test_fit_warns_when_the_held_out_images_cannot_back_the_target_fpr(data, tmp_path):
     res = runner.invoke(app, ["fit", "--method", "ae_l2", "--data", str(data), "--out", str(tmp_path / "r"), *TINY])
     assert res.exit_code == 0
-    assert "latentad: warning: calibration: 1 normal images cannot back a target FPR of 0.01" in res.output
+    assert "latentad: warning: calibration: 1 normal image cannot back a target FPR of 0.01" in res.output
     cal = json.loads((tmp_path / "r" / "calibration.json").read_text())
     assert cal["n_images"] == 1 and cal["min_fpr"] == 0.5
 

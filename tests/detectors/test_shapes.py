@@ -3,7 +3,6 @@ score higher than normal texture."""
 
 import numpy as np
 import pytest
-import torch
 
 from latentad import available_methods, create
 from latentad.data.synthetic import make_synthetic
@@ -27,12 +26,7 @@ def strip():
     return make_synthetic(n_train=10, n_test_good=2, n_test_defect=4, size=(48, 96), seed=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _check(det, split, shape, raw_shape):

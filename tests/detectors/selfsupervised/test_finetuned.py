@@ -17,12 +17,7 @@ def split():
     return make_synthetic(n_train=12, n_test_good=2, n_test_defect=4, size=64, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_losses_reward_the_right_geometry():
