@@ -44,7 +44,7 @@ class Calibration:
             warnings.warn(
                 f"calibration: {n} normal image{'s' * (n != 1)} cannot back a target FPR of {target_fpr:g}; the "
                 f"threshold is their maximum score and the smallest false-positive rate {n} image{'s' * (n != 1)} "
-                "support is "
+                f"support{'s' * (n == 1)} is "
                 f"1/{n + 1} = {1 / (n + 1):.3g} (hold out more normal images, or set a target FPR >= {1 / n:.3g})",
                 stacklevel=2,
             )
