@@ -80,6 +80,10 @@ def test_a_tiled_method_cannot_be_built_around_its_tiling():
         create("patchcore", tile=32, tile_overlap=32)
     with pytest.raises(ConfigError, match="built by latentad.create"):
         get_method("patchcore")(tile=32)
+    with pytest.raises(ConfigError, match="apply only with tile > 0"):
+        create("patchcore", tile_overlap=8)  # would be silently ignored without tiles
+    with pytest.raises(ConfigError, match="resize=fit does not apply with tile=32"):
+        create("patchcore", tile=32, resize="fit")
 
 
 @pytest.mark.parametrize("mode", ["fit", "crop"])

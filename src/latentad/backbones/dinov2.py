@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import math
 import os
 import re
 from pathlib import Path
@@ -205,7 +204,3 @@ def build(weights_path: str | Path | None = None, pretrained: bool = True, fuse:
             raise DataError(f"backbone {NAME}: converted weights do not fit (missing {missing.missing_keys[:3]}, "
                             f"unexpected {missing.unexpected_keys[:3]})")
     return model.eval()
-
-
-def patch_grid(size: int) -> int:
-    return math.floor(size / PATCH)

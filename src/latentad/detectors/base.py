@@ -145,9 +145,14 @@ class Detector(ABC):
     @classmethod
     def build(cls, config: DetectorConfig) -> Detector:
         """The detector for `config`: the method itself, or the method on tiles when `config.tile > 0`."""
+        if not config.tile and (config.tile_overlap or config.tile_mode != "shared"):
+            raise ConfigError(f"{cls.name}: tile_overlap / tile_mode apply only with tile > 0 (tile=0: no tiling)")
         if config.tile:
             from latentad.detectors.tiling import TiledDetector
 
+            if config.resize != "squash":
+                raise ConfigError(f"{cls.name}: resize={config.resize} does not apply with tile={config.tile} "
+                                  "(tiles are cut at full resolution)")
             return TiledDetector(cls, check_config(config, cls.name))
         return cls(config)
 

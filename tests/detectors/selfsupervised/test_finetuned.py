@@ -57,3 +57,11 @@ def test_objectives_are_presets():
     for objective in ("contrastive", "synthetic", "both"):
         assert create("ssl_gaussian", objective).config.objective == objective
     assert create("cutpaste").config.proj_dim == 3
+
+
+def test_options_that_do_not_apply_are_refused():
+    from latentad.errors import ConfigError
+
+    for method in ("ssl_gaussian", "cutpaste", "dsvdd"):
+        with pytest.raises(ConfigError, match="score=.* does not apply"):
+            create(method, score="mean" if method != "dsvdd" else "max")

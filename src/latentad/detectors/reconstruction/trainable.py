@@ -49,6 +49,8 @@ _SCHEDULE_FIELDS = tuple(f.name for f in dataclasses.fields(TrainSchedule))
 class TrainableDetector(Detector):
     """A detector whose state is one trained `nn.Module`."""
 
+    map_scored: ClassVar[bool] = True  # False: `score` (mean / max of the map) does not apply
+
     model: nn.Module
 
     def __init__(self, config=None, **overrides: Any) -> None:
@@ -57,6 +59,9 @@ class TrainableDetector(Detector):
         n_down = getattr(c, "n_down", 0)
         if any(side % (2**n_down) for side in self.input_shape):  # across two fields: not a per-field bound
             raise ConfigError(f"{self.name}: image_size {c.image_size} is not divisible by 2**n_down = {2**n_down}")
+        if not self.map_scored and c.score != type(c)().score:  # never silently ignored
+            raise ConfigError(f"{self.name}: option score={c.score!r} does not apply (its image score is not a "
+                              "statistic of a map)")
         self.history: list[dict] = []
 
     def build_model(self) -> nn.Module:

@@ -123,6 +123,7 @@ class DSVDD(TrainableDetector):
     Config: ClassVar[type[DetectorConfig]] = DSVDDConfig
     config: DSVDDConfig
     localizes: ClassVar[bool] = False
+    map_scored: ClassVar[bool] = False
     preset_notes: ClassVar[dict[str, str]] = {
         "mnist": "the paper's MNIST setting: LeNet (8/4 filters, rep 32), one channel at 28 px, AE pretraining, "
                  "Adam 1e-4, weight decay 5e-7, batch 200",

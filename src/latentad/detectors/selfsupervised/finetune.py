@@ -143,6 +143,7 @@ class FineTunedGaussian(TrainableDetector):
     family: ClassVar[str] = "selfsupervised"
     Config: ClassVar[type[DetectorConfig]] = FineTuneConfig
     config: FineTuneConfig
+    map_scored: ClassVar[bool] = False
 
     def __init__(self, config=None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
