@@ -24,7 +24,8 @@ from latentad.detectors.base import create
 from latentad.evaluation import evaluate
 
 SCORED_BY = {"vqvae": ("vqvae_ssim", "vqvae_ssim_am"), "ae_l2": ("ae_l2",), "vae_l2": ("vae_l2",),
-             "ae_ssim": ("ae_ssim",)}
+             "ae_ssim": ("ae_ssim",), "dsvdd": ("dsvdd",), "ssl_gaussian": ("ssl_gaussian",),
+             "cutpaste": ("cutpaste",)}
 TRAINED_AS = {"vqvae": "vqvae_ssim_am"}
 
 

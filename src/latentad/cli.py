@@ -189,6 +189,33 @@ def calibrate_cmd(
     _run_safely(go)
 
 
+@app.command()
+def analyze(
+    run: Annotated[list[Path], typer.Option("--run", help="fitted run folder (repeat for several runs)")],
+    out: Annotated[Path, typer.Option(help="folder for analysis.json, analysis.html and figures/")],
+    data: Annotated[str | None, typer.Option(help="data set to analyse on (default: the first run's)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="data format (default: as fitted)")] = None,
+    data_option: DataOpt = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many images per part (train, held-out, "
+                                                   "test), drawn with a seed, every label kept")] = None,
+    umap: Annotated[bool, typer.Option(help="add a UMAP projection (when umap-learn is installed)")] = True,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Answer the latent-space questions for each RUN on DATA: how Gaussian, which directions, how many
+    dimensions, which level, the codebook, where defects sit, and whether the runs agree."""
+    from latentad.analysis import analyze as run_analysis
+    from latentad.runs import parse_options
+
+    def go():
+        opts = parse_options(data_option) if data_option else None
+        result = run_analysis(run, out, data, fmt, opts, limit, device, umap)
+        for line in result["findings"]:
+            typer.echo(line)
+        typer.echo(f"analysis: {out / 'analysis.html'}")
+
+    _run_safely(go)
+
+
 @app.command("list")
 def list_methods() -> None:
     """Methods, their family and presets."""
