@@ -216,6 +216,58 @@ def analyze(
     _run_safely(go)
 
 
+@app.command()
+def benchmark(
+    spec: Annotated[Path | None, typer.Argument(help="grid spec (TOML); not with --paper")] = None,
+    out: Annotated[Path, typer.Option(help="folder for runs/, results.csv and tables.md")] = Path("runs/benchmark"),
+    executor: Annotated[str, typer.Option(help="local (this machine) or dask (a dask.distributed cluster)")] = "local",
+    scheduler: Annotated[str | None, typer.Option(help="dask: tcp://host:8786, or local:N to start N workers")] = None,
+    workers: Annotated[int | None, typer.Option(help="local: N worker processes with the cores split between "
+                                                     "them (default one cell at a time)")] = None,
+    paper: Annotated[str | None, typer.Option(help="table1 | table2 | table3 | families: the paper's protocol "
+                                                   "instead of a spec")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="with --paper: the folder holding the categories")] = None,
+    recipe: Annotated[str, typer.Option(help="with --paper: paper presets (GPU-sized) or cpu defaults")] = "paper",
+    seeds: Annotated[str | None, typer.Option(help="with --paper: seeds, e.g. 0,1,2 (default 0)")] = None,
+    eval_size: Annotated[int | None, typer.Option(help="with --paper: resolution of the pixel metrics")] = None,
+    categories: Annotated[str | None, typer.Option(help="with --paper: only these categories / classes, "
+                                                        "e.g. bottle,screw")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Run a method x data x seed grid (resumable), locally or on Dask; write results.csv and tables.md."""
+    from latentad.errors import ConfigError
+    from latentad.experiments.benchmark import run_grid
+    from latentad.experiments.paper import paper_spec
+    from latentad.experiments.spec import load_spec
+
+    def go():
+        if (spec is None) == (paper is None):
+            raise ConfigError("benchmark: give a SPEC file or --paper TABLE (not both)")
+        if paper is not None:
+            if data_root is None:
+                raise ConfigError("--paper needs --data-root (the folder holding the data sets)")
+            try:
+                seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+            except ValueError:
+                raise ConfigError(f"--seeds {seeds}: expected integers separated by commas") from None
+            only = [c.strip() for c in categories.split(",")] if categories else None
+            grid = paper_spec(paper, data_root, recipe, seed_list, eval_size, only)
+        else:
+            if seeds or data_root or eval_size or categories:
+                raise ConfigError("--seeds / --data-root / --eval-size / --categories go with --paper; a spec sets "
+                                  "them itself")
+            grid = load_spec(spec)
+        rows = run_grid(grid, out, executor, scheduler, workers, device, paper)
+        typer.echo((out / "tables.md").read_text())
+        if paper and (out / "paper_table.md").is_file():
+            typer.echo((out / "paper_table.md").read_text())
+        failed = sum(r["status"] == "failed" for r in rows)
+        if failed:
+            typer.echo(f"{failed} of {len(rows)} cells failed (errors in results.csv)", err=True)
+
+    _run_safely(go)
+
+
 @app.command("list")
 def list_methods() -> None:
     """Methods, their family and presets."""

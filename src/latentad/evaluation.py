@@ -25,6 +25,7 @@ class Evaluation:
     defect_types: list[str]
     per_defect: dict = field(default_factory=dict)
     masks: np.ndarray | None = None
+    aupimo_per_image: np.ndarray | None = None  # (N,), nan for normal images; None without AUPIMO
 
 
 def score_set(detector: Detector, images: ImageSet, progress: str | None = "score",
@@ -88,8 +89,9 @@ def evaluate(detector: Detector, test: ImageSet, eval_size: int | tuple[int, int
         raise DataError(f"{test.name}: the test set needs both normal and anomalous images")
     metrics = compute_metrics(labels, pred.image_scores, masks, pred.anomaly_maps, defects)
     per_defect = metrics.pop("per_defect")
+    per_image = metrics.pop("aupimo_per_image", None)
     metrics["conditions"]["eval_size"] = eval_size
     metrics["conditions"]["detector_input_size"] = list(detector.input_shape)
     metrics["conditions"]["resize"] = detector.config.resize
     metrics.update(n_images=len(labels), seconds=time.perf_counter() - t0)
-    return Evaluation(metrics, pred, labels, paths, defects, per_defect, masks)
+    return Evaluation(metrics, pred, labels, paths, defects, per_defect, masks, per_image)

@@ -156,10 +156,12 @@ def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dic
                "per_defect": result.per_defect, "data": str(data), "method": config.get("method")}
     io.write_json(run / "metrics.json", metrics)
     flags = scores > cal.image_threshold
-    write_scores_csv(run / "scores.csv", [
-        {"path": p, "label": int(lab), "defect_type": d, "score": float(s), "is_anomalous": int(f)}
-        for p, lab, d, s, f in zip(result.paths, result.labels, result.defect_types, scores, flags,
-                                   strict=True)
+    pim = result.aupimo_per_image if result.aupimo_per_image is not None else np.full(len(scores), np.nan)
+    write_scores_csv(run / "scores.csv", [  # aupimo: the image's own AUPIMO (anomalous images with masks)
+        {"path": p, "label": int(lab), "defect_type": d, "score": float(s), "is_anomalous": int(f),
+         "aupimo": "" if not np.isfinite(a) else float(a)}
+        for p, lab, d, s, f, a in zip(result.paths, result.labels, result.defect_types, scores, flags, pim,
+                                      strict=True)
     ])
     order = np.argsort(-scores)
     chosen = sorted(set(order[:k_overlays].tolist()) | set(order[::-1][:k_overlays].tolist()))

@@ -53,6 +53,7 @@ def compute_metrics(labels: Any, scores: Any, masks: Any = None, maps: Any = Non
             try:
                 pim = aupimo(m, a, AUPIMO_FPR_BOUNDS)
                 result["aupimo"] = pim.mean
+                result["aupimo_per_image"] = pim.per_image  # (N,), nan for normal images
                 conditions.update(aupimo_fpr_bounds_used=list(pim.fpr_bounds_used), aupimo_narrowed=pim.narrowed,
                                   aupimo_normal_pixels=pim.n_normal_pixels)
             except ValueError as error:

@@ -1,0 +1,169 @@
+"""The grid's results: `results.csv` (one row per cell) and `tables.md` (per data set and method, the
+mean and standard deviation over seeds; the mean over data sets; paired Wilcoxon tests).
+
+The paired test compares two methods on the same anomalous images, as the AUPIMO reference does:
+for localising methods each image's own AUPIMO; for image-level methods each anomalous image's
+share of normal test images it outscores (the per-image term whose mean is the image AUROC). Per
+image, the value is averaged over the seeds both methods ran.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import wilcoxon
+
+from latentad import io
+from latentad.experiments.cells import ROW_KEYS, cell_dir
+
+METRICS = ("image_auroc", "pixel_auroc", "aupro", "aupimo", "f1_max")
+
+
+def write_results_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=ROW_KEYS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if r.get(k) is None else r.get(k) for k in ROW_KEYS})
+    io.write_text(path, buf.getvalue())
+
+
+def _fmt(values: list[float]) -> str:
+    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return "–"
+    return f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+
+def per_image_values(run: Path) -> dict[str, float]:
+    """{image path: paired value} of one finished cell, read from its scores.csv."""
+    with open(run / "scores.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and any(r.get("aupimo") not in (None, "") for r in rows):
+        return {r["path"]: float(r["aupimo"]) for r in rows if r["label"] == "1" and r.get("aupimo") not in (None, "")}
+    normal = np.sort([float(r["score"]) for r in rows if r["label"] == "0"])
+    if not len(normal):
+        return {}
+    out = {}
+    for r in rows:
+        if r["label"] == "1":
+            s = float(r["score"])
+            out[r["path"]] = (np.searchsorted(normal, s, "left") + np.searchsorted(normal, s, "right")) / (
+                2 * len(normal)
+            )
+    return out
+
+
+def paired_tests(out: Path, cells: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Wilcoxon signed-rank tests for every pair of methods on each data set."""
+    done = {(r["data"], r["label"], r["seed"]) for r in rows if r["status"] == "done"}
+    by_key = {(c["data"]["name"], c["method"]["label"], c["seed"]): c for c in cells}
+    tests = []
+    for data in dict.fromkeys(c["data"]["name"] for c in cells):
+        labels = list(dict.fromkeys(c["method"]["label"] for c in cells if c["data"]["name"] == data))
+        for a, b in itertools.combinations(labels, 2):
+            seeds = sorted(
+                {s for (d, lab, s) in done if d == data and lab == a}
+                & {s for (d, lab, s) in done if d == data and lab == b}
+            )
+            if not seeds:
+                continue
+            va: dict[str, list[float]] = {}
+            vb: dict[str, list[float]] = {}
+            for s in seeds:
+                for store, lab in ((va, a), (vb, b)):
+                    for p, v in per_image_values(cell_dir(out, by_key[(data, lab, s)])).items():
+                        store.setdefault(p, []).append(v)
+            common = sorted(set(va) & set(vb))
+            xa = np.array([np.mean(va[p]) for p in common])
+            xb = np.array([np.mean(vb[p]) for p in common])
+            kind = (
+                "per-image AUPIMO"
+                if any(
+                    "aupimo" in r and r.get("aupimo") is not None for r in rows if r["data"] == data and r["label"] == a
+                )
+                else "per-image AUROC term"
+            )
+            if len(common) < 2 or np.allclose(xa, xb):
+                p = None
+            else:
+                p = float(wilcoxon(xa, xb).pvalue)
+            tests.append(
+                {
+                    "data": data,
+                    "a": a,
+                    "b": b,
+                    "seeds": seeds,
+                    "n_images": len(common),
+                    "values": kind,
+                    "mean_a": float(xa.mean()) if len(xa) else None,
+                    "mean_b": float(xb.mean()) if len(xb) else None,
+                    "p_value": p,
+                }
+            )
+    return tests
+
+
+def tables_markdown(rows: list[dict[str, Any]], tests: list[dict[str, Any]], title: str) -> str:
+    data_names = list(dict.fromkeys(r["data"] for r in rows))
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    lines = [f"# {title}", "", "Mean ± standard deviation over seeds (cells that finished).", ""]
+    head = "| data | method | seeds | " + " | ".join(METRICS) + " | fit s |"
+    lines += [head, "|" + "---|" * (len(METRICS) + 4)]
+    for d in data_names:
+        for lab in labels:
+            sel = [r for r in rows if r["data"] == d and r["label"] == lab and r["status"] == "done"]
+            failed = [r for r in rows if r["data"] == d and r["label"] == lab and r["status"] == "failed"]
+            if not sel and not failed:
+                continue
+            cells = [_fmt([r.get(m) for r in sel]) for m in METRICS]
+            seeds = f"{len(sel)}" + (f" (+{len(failed)} failed)" if failed else "")
+            lines.append(
+                f"| {d} | {lab} | {seeds} | " + " | ".join(cells) + f" | {_fmt([r.get('fit_seconds') for r in sel])} |"
+            )
+    if len(data_names) > 1:
+        lines += [
+            "",
+            "Mean over data sets (each data set's mean over seeds, then their mean ± std):",
+            "",
+            "| method | data sets | " + " | ".join(METRICS) + " |",
+            "|" + "---|" * (len(METRICS) + 2),
+        ]
+        for lab in labels:
+            per_data = {m: [] for m in METRICS}
+            n = 0
+            for d in data_names:
+                sel = [r for r in rows if r["data"] == d and r["label"] == lab and r["status"] == "done"]
+                if sel:
+                    n += 1
+                    for m in METRICS:
+                        v = [r[m] for r in sel if r.get(m) is not None]
+                        if v:
+                            per_data[m].append(float(np.mean(v)))
+            lines.append(f"| {lab} | {n} | " + " | ".join(_fmt(per_data[m]) for m in METRICS) + " |")
+    if tests:
+        lines += [
+            "",
+            "Paired Wilcoxon signed-rank tests (same anomalous images, values averaged over seeds):",
+            "",
+            "| data | A | B | values | images | mean A | mean B | p |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for t in tests:
+            p = "–" if t["p_value"] is None else f"{t['p_value']:.3g}"
+            lines.append(
+                f"| {t['data']} | {t['a']} | {t['b']} | {t['values']} | {t['n_images']} | "
+                f"{t['mean_a']:.3f} | {t['mean_b']:.3f} | {p} |"
+            )
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        lines += ["", "Failed cells:", ""] + [
+            f"- {r['data']} / {r['label']} / seed {r['seed']}: {r['error']}" for r in failed
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,76 @@
+"""The spec is refused before anything runs, in one line naming the key."""
+
+import pytest
+
+from latentad.data.synthetic import make_synthetic
+from latentad.errors import ConfigError
+from latentad.experiments.spec import parse_spec
+
+
+@pytest.fixture
+def root(tmp_path):
+    for name in ("a", "b"):
+        make_synthetic(tmp_path / "data" / name, n_train=4, n_test_good=2, n_test_defect=2, size=32)
+    return tmp_path
+
+
+def spec(root, extra_method="", data=None):
+    data = data or f'root = "{root / "data"}"\ncategories = "*"'
+    return f"""
+[benchmark]
+seeds = [0, 1]
+[[data]]
+{data}
+[[method]]
+name = "padim"
+options = {{image_size = 32}}
+{extra_method}
+"""
+
+
+def test_root_with_every_category_and_labels(root):
+    s = parse_spec(spec(root, '[[method]]\nname = "padim"\npreset = "paper_recipe"\nlabel = "padim-paper"'))
+    assert [d.name for d in s.data] == ["a", "b"]
+    assert [m.label for m in s.methods] == ["padim", "padim-paper"]
+    assert len(s.cells()) == 2 * 2 * 2
+
+
+def test_relative_paths_are_taken_from_the_spec_folder(root):
+    s = parse_spec(spec(root, data='path = "data/a"\nname = "first"'), base=root)
+    assert s.data[0].path == str(root / "data" / "a") and s.data[0].name == "first"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[benchmark]\nseeds = "0"', "seeds"),
+    ('[benchmark]\nseed = [0]', "unknown key 'seed'"),
+    ('[benchmark]\neval_size = 4', "eval_size"),
+])
+def test_benchmark_table_errors(root, text, message):
+    body = spec(root).replace("[benchmark]\nseeds = [0, 1]", text)
+    with pytest.raises(ConfigError, match=message):
+        parse_spec(body)
+
+
+@pytest.mark.parametrize("method, message", [
+    ('[[method]]\nname = "padimm"', "name = 'padimm' is not a method"),
+    ('[[method]]\nname = "padim"\npreset = "fastest"', "preset = 'fastest' is not a preset of padim"),
+    ('[[method]]\nname = "padim"\noptions = {image_sise = 3}', "image_sise"),
+    ('[[method]]\nname = "padim"\noptions = {image_size = 32}', "'padim' appears twice"),
+    ('[[method]]\nlabel = "x"', "name is missing"),
+    ('[[method]]\nname = "padim"\nlabel = "p"\nlr = 1', "unknown key 'lr'"),
+])
+def test_method_errors_name_the_entry(root, method, message):
+    with pytest.raises(ConfigError, match="method") as err:
+        parse_spec(spec(root, method))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_data_errors(root):
+    with pytest.raises(ConfigError, match=r"\[\[data\]\] 1: path 'nowhere' does not exist"):
+        parse_spec(spec(root, data='path = "nowhere"'), base=root)
+    with pytest.raises(ConfigError, match="category 'c' not found"):
+        parse_spec(spec(root, data=f'root = "{root / "data"}"\ncategories = ["a", "c"]'))
+    with pytest.raises(ConfigError, match="either path or root"):
+        parse_spec(spec(root, data='name = "x"'))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_spec("[[data]\n")
