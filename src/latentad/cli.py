@@ -78,6 +78,8 @@ DeviceOpt = Annotated[str, typer.Option(help="auto (a GPU when torch sees one), 
 PrecisionOpt = Annotated[str, typer.Option(help="32, 16-mixed (CUDA) or bf16-mixed")]
 FormatOpt = Annotated[str, typer.Option("--format", help="auto, mvtec, folder, mnist, cifar10, elpv, ucsd, "
                                                          "synthetic")]
+WorkersOpt = Annotated[int | None, typer.Option(help="threads decoding images while the model runs (default: "
+                                                   "min(4, cores); 0: in the main thread)")]
 DataOpt = Annotated[list[str] | None, typer.Option("--data-option", "-d",
                                                    help="data set option key=value (e.g. normal_class=3)")]
 
@@ -98,15 +100,18 @@ def fit(
     calibration_fraction: Annotated[float, typer.Option(help="share of normal train images held out to "
                                                              "set the threshold")] = 0.1,
     target_fpr: Annotated[float, typer.Option(help="false-positive rate the threshold aims at")] = 0.01,
+    workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "32",
 ) -> None:
     """Train a detector on the normal images of DATA and save it to OUT."""
     from latentad.config import coerce_options
+    from latentad.data.pipeline import set_decode_workers
     from latentad.detectors.base import get_method
     from latentad.runs import fit_run, parse_options
 
     def go():
+        set_decode_workers(workers)
         options = coerce_options(get_method(method).Config, parse_options(option))
         if epochs is not None:
             options["epochs"] = epochs
@@ -126,13 +131,16 @@ def evaluate(
     data_option: DataOpt = None,
     eval_size: Annotated[int | None, typer.Option(help="side (px) maps and masks are resized to for the pixel "
                                                        "metrics (default: the detector's input size)")] = None,
+    workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "32",
 ) -> None:
     """Score DATA's test split; write RUN/metrics.json, scores.csv, heat maps and report.html."""
+    from latentad.data.pipeline import set_decode_workers
     from latentad.runs import evaluate_run, parse_options
 
     def go():
+        set_decode_workers(workers)
         opts = parse_options(data_option) if data_option else None
         result = evaluate_run(run, data, fmt, opts, eval_size=eval_size, device=device, precision=precision)
         m = result.metrics
@@ -153,14 +161,19 @@ def predict(
     out: Annotated[Path, typer.Option(help="folder for scores.csv and heat-map overlays")],
     paths: Annotated[list[Path], typer.Argument(help="image files or folders of images")],
     recursive: Annotated[bool, typer.Option(help="descend into sub-folders of the folders given")] = True,
+    overlays: Annotated[str, typer.Option(help="heat-map PNGs for all images, only the anomalous ones, or "
+                                               "none (scores only)")] = "all",
+    workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "32",
 ) -> None:
     """Score images: OUT/scores.csv (path, score, is_anomalous) and one overlay PNG per image."""
+    from latentad.data.pipeline import set_decode_workers
     from latentad.predict import predict_paths
 
     def go():
-        rows = predict_paths(run, out, paths, recursive, device, precision)
+        set_decode_workers(workers)
+        rows = predict_paths(run, out, paths, recursive, device, precision, overlays)
         n_anom = sum(r["is_anomalous"] for r in rows)
         typer.echo(f"scored {len(rows)} images ({n_anom} anomalous at the run's threshold) -> {out}")
 

@@ -5,12 +5,13 @@ and masks both brought to one common `eval_size`."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from latentad.data.base import ImageSet
+from latentad.data.base import Batch, ImageSet
 from latentad.data.geometry import Placement, as_shape, map_to_grid
 from latentad.detectors.base import Detector, Prediction
 from latentad.errors import ConfigError, DataError
@@ -29,7 +30,8 @@ class Evaluation:
 
 
 def score_set(detector: Detector, images: ImageSet, progress: str | None = "score",
-              eval_size: int | tuple[int, int] | None = None):
+              eval_size: int | tuple[int, int] | None = None,
+              on_batch: Callable[[Batch, Prediction], None] | None = None):
     """Predict over `images`; returns (Prediction, labels, masks or None, paths, defect types).
 
     Maps come back on the evaluation grid: each original image squashed to `eval_size` (default: the
@@ -37,7 +39,8 @@ def score_set(detector: Detector, images: ImageSet, progress: str | None = "scor
     (`resize`) and whatever the detector's input size. Masks are read at that grid (nearest neighbour
     from the original mask), maps are sent there through their placement (`data.geometry`); with
     `resize=fit` the image score of a method whose score is its map's max or mean is taken over the
-    image only, not over the padding."""
+    image only, not over the padding. `on_batch(batch, prediction)` sees each batch as it is scored
+    (predict draws its overlays there, from the decoded files the batch carries)."""
     grid = as_shape(eval_size) or detector.input_shape
     whole = getattr(detector, "full_resolution", False)  # tiled: whole images at their own size, one at a time
     mode = "squash" if whole else detector.config.resize
@@ -48,6 +51,8 @@ def score_set(detector: Detector, images: ImageSet, progress: str | None = "scor
         if pred.anomaly_maps is not None and (mode != "squash" or grid != pred.anomaly_maps.shape[-2:]):
             pred = to_grid(detector, pred, batch.orig_sizes, grid, mode)
         parts.append(pred)
+        if on_batch is not None:
+            on_batch(batch, pred)
         labels.append(batch.labels.numpy())
         if batch.masks is not None:
             masks.append(batch.masks.numpy().astype(bool))

@@ -8,7 +8,7 @@ import torch
 
 from latentad.calibration import Calibration
 from latentad.data.base import IMAGE_SUFFIXES, ImageSet, file_record, list_images
-from latentad.errors import DataError
+from latentad.errors import ConfigError, DataError
 from latentad.evaluation import score_set
 from latentad.runs import load_run, write_scores_csv
 
@@ -35,21 +35,34 @@ def images_from_paths(paths: list[Path], channels: int, recursive: bool = True) 
                     "images")
 
 
+OVERLAYS = ("all", "anomalous", "none")
+
+
 def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = True, device: str | None = None,
-                  precision: str | None = None) -> list[dict]:
+                  precision: str | None = None, overlays: str = "all") -> list[dict]:
+    """Score files; `overlays` says which images get a heat-map PNG (none: scores only, no encoding).
+    Each file is decoded once: the overlay is drawn from the copy the scoring batch carried."""
     from latentad.report.figures import save_overlay
 
+    if overlays not in OVERLAYS:
+        raise ConfigError(f"--overlays {overlays}: one of {', '.join(OVERLAYS)}")
     _, detector, cal = load_run(run, device, precision)
     images = images_from_paths(paths, detector.config.channels, recursive)
+    images.keep_originals = overlays != "none"
+    rows: list[dict] = []
+
+    def draw(batch, pred) -> None:
+        for j, (name, score) in enumerate(zip(batch.paths, pred.image_scores, strict=True)):
+            i = len(rows)
+            flag = bool(score > cal.image_threshold)
+            rows.append({"path": name, "score": float(score), "is_anomalous": int(flag)})
+            if overlays == "all" or (overlays == "anomalous" and flag):
+                amap = pred.anomaly_maps[j] if pred.anomaly_maps is not None else None
+                save_overlay(out / "overlays" / f"{i:05d}_{Path(name).stem}.png", batch.originals[j], amap,
+                             cal.map_low, cal.map_high)
+
     with torch.inference_mode():
-        pred, _, _, names, _ = score_set(detector, images, progress=f"{detector.name} predict")
-    rows = []
-    for i, (name, score) in enumerate(zip(names, pred.image_scores, strict=True)):
-        flag = bool(score > cal.image_threshold)
-        rows.append({"path": name, "score": float(score), "is_anomalous": int(flag)})
-        image, _ = images.records[i].load()
-        amap = pred.anomaly_maps[i] if pred.anomaly_maps is not None else None
-        save_overlay(out / "overlays" / f"{i:05d}_{Path(name).stem}.png", image, amap, cal.map_low, cal.map_high)
+        score_set(detector, images, progress=f"{detector.name} predict", on_batch=draw)
     write_scores_csv(out / "scores.csv", rows)
     return rows
 

@@ -52,6 +52,10 @@ def test_dask_local_cluster_gives_the_local_results(tmp_path):
     for a, b in zip(local, dask, strict=True):
         for m in ("image_auroc", "pixel_auroc", "aupro"):
             assert abs(a[m] - b[m]) < 1e-6, (a["label"], m)
+    pool = run_grid(spec, tmp_path / "pool", workers=2, say=lambda _: None)  # two local processes
+    assert [r["threads"] for r in pool] == [max(1, (os.cpu_count() or 1) // 2)] * 2
+    for a, b in zip(local, pool, strict=True):
+        assert abs(a["image_auroc"] - b["image_auroc"]) < 1e-6 and abs(a["pixel_auroc"] - b["pixel_auroc"]) < 1e-6
     r = rows(tmp_path / "dask")
     assert set(r) == {("syn", "padim", "0"), ("syn", "ae_l2", "0")}
     assert (tmp_path / "dask" / "runs" / "syn" / "padim" / "seed0" / "metrics.json").is_file()

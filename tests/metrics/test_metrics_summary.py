@@ -22,8 +22,10 @@ def _data(h=256, w=256):
 def test_all_metrics_match_the_functions():
     labels, scores, masks, maps = _data()
     result = compute_metrics(labels, scores, masks, maps)
-    assert set(result) == KEYS | {"conditions"}
+    assert set(result) == KEYS | {"conditions", "aupimo_per_image"}
     assert all(type(result[k]) is float for k in KEYS)
+    per_image = result["aupimo_per_image"]  # each anomalous image's own AUPIMO, nan for the normal ones
+    assert np.isnan(per_image[:2]).all() and np.nanmean(per_image) == pytest.approx(result["aupimo"])
     assert result["image_auroc"] == image_auroc(labels, scores) == 0.75
     assert result["f1_max"] == f1_max(labels, scores)[0] == pytest.approx(0.8)
     assert result["pixel_auroc"] == pixel_auroc(masks, maps)

@@ -8,8 +8,9 @@ For a fitted run and the data set it is analysed on, three passes, in this order
 2. the held-out normal images (the run's calibration hold-out): image vectors;
 3. the test set: image vectors, per-position vectors labelled inside / outside the ground-truth
    defect (at latent resolution), per-level pooled vectors and per-level nearest-neighbour maps
-   against the bank of pass 1, VQ-VAE codes and alignment distances; then the run's own image
-   scores and maps (`evaluation.score_set`, as `evaluate` computes them).
+   against the bank of pass 1 (level grids pooled to at most 28 a side), VQ-VAE codes and alignment
+   distances; then the run's own image scores and maps (`evaluation.score_set`, as `evaluate`
+   computes them; maps and masks on a grid of at most 128 px a side, and not kept without masks).
 
 Batches are reduced as they come: no pass keeps whole feature maps.
 """
@@ -29,7 +30,9 @@ from latentad.detectors.base import Detector
 from latentad.evaluation import score_set
 from latentad.runs import holdout
 
-BANK_SIZE = 10_000  # position vectors kept per level for the nearest-neighbour maps
+BANK_SIZE = 5_000  # position vectors kept per level for the nearest-neighbour maps
+LEVEL_GRID = 28  # level grids are average-pooled to at most this side before the nearest-neighbour search
+MAP_SIDE = 128  # the run's maps and the masks are compared on a grid of at most this side
 POSITION_SAMPLE = 20_000  # training position vectors kept for the questions on positions
 INSIDE = 0.5  # a latent position is "inside" a defect when at least half its cell is masked
 
@@ -174,6 +177,9 @@ def collect(
                     out["inside"].append(ins[keep])
             for level, t in level_tensors(lat, levels).items():
                 d = lv.setdefault(level, LevelData())
+                if t.dim() == 4 and max(t.shape[2:]) > LEVEL_GRID:
+                    scale = LEVEL_GRID / max(t.shape[2:])
+                    t = F.adaptive_avg_pool2d(t, (max(1, round(t.shape[2] * scale)), max(1, round(t.shape[3] * scale))))
                 pooled = t.mean((2, 3)) if t.dim() == 4 else t
                 if part == "train":
                     d.train.append(pooled.numpy())
@@ -198,9 +204,13 @@ def collect(
     tr = embed_pass(fit_set, "train")
     ho = embed_pass(held, "held-out") if held is not None and len(held) else None
     te = embed_pass(test, "test")
+    grid = shape if max(shape) <= MAP_SIDE else tuple(max(8, round(s * MAP_SIDE / max(shape))) for s in shape)
     with torch.inference_mode():
-        pred, labels, masks, paths, defects = score_set(detector, test, f"{name}: score test" if progress else None)
+        pred, labels, masks, paths, defects = score_set(detector, test, f"{name}: score test" if progress else None,
+                                                        grid)
 
+    if masks is None:  # no masks: no pixel question, so the maps need not be kept
+        pred.anomaly_maps = None
     result = Collected(
         name=name,
         method=detector.name,

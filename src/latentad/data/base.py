@@ -39,6 +39,7 @@ class ImageSample:
     path: str
     defect_type: str
     orig_size: tuple[int, int] | None = None  # (h0, w0) of the decoded file, to map maps back onto it
+    original: np.ndarray | None = None  # the decoded file (HxWxC uint8), kept only when asked (overlays)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Batch:
     paths: list[str]
     defect_types: list[str]
     orig_sizes: list[tuple[int, int]] | None = None
+    originals: list[np.ndarray] | None = None  # the decoded files, when the set keeps them
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,8 @@ class ImageSet:
     `size` is the side (int) or (H, W) images are brought to (None keeps the original size, which
     must then be the same for all images), `resize` how (squash | fit | crop, `data.geometry`);
     `channels` is 1 or 3; `mask_size` the grid masks are squashed to (default: `size`), so pixel
-    metrics can be computed at another resolution than the model's.
+    metrics can be computed at another resolution than the model's; `keep_originals` hands each
+    decoded file along with its batch (so overlays reuse it instead of decoding it again).
     """
 
     records: list[Record]
@@ -235,6 +238,7 @@ class ImageSet:
     name: str = "images"
     mask_size: int | Shape | None = None
     resize: str = "squash"
+    keep_originals: bool = False
 
     def __len__(self) -> int:
         return len(self.records)
@@ -245,30 +249,34 @@ class ImageSet:
         img_t = _to_tensor(image, as_shape(self.size), self.channels, self.resize)
         mask_side = as_shape(self.mask_size if self.mask_size is not None else self.size)
         mask_t = _mask_to_tensor(mask, mask_side) if (self.has_masks and mask is not None) else None
-        return ImageSample(img_t, mask_t, rec.label, rec.path, rec.defect_type, tuple(image.shape[:2]))
+        return ImageSample(img_t, mask_t, rec.label, rec.path, rec.defect_type, tuple(image.shape[:2]),
+                           image if self.keep_originals else None)
 
     def with_size(self, size: int | Shape | None, channels: int | None = None, mask_size: int | Shape | None = None,
                   resize: str | None = None) -> ImageSet:
         """The same records at another resolution (the detector's input size; masks at `mask_size`)."""
         return ImageSet(self.records, size, channels or self.channels, self.has_masks, self.name, mask_size,
-                        resize or self.resize)
+                        resize or self.resize, self.keep_originals)
 
     def subset(self, indices: Sequence[int]) -> ImageSet:
         return ImageSet([self.records[i] for i in indices], self.size, self.channels, self.has_masks,
-                        self.name, self.mask_size, self.resize)
+                        self.name, self.mask_size, self.resize, self.keep_originals)
 
     @property
     def labels(self) -> np.ndarray:
         return np.array([r.label for r in self.records], dtype=np.int64)
 
-    def batches(self, batch_size: int = 16, progress: str | None = None) -> Iterator[Batch]:
-        """Yield batches in order, decoding only `batch_size` images at a time."""
+    def batches(self, batch_size: int = 16, progress: str | None = None, workers: int | None = None
+                ) -> Iterator[Batch]:
+        """Yield batches in order; images are decoded by `workers` threads (`data.pipeline`) at most
+        two batches ahead of the consumer."""
+        from latentad.data.pipeline import prefetched
         from latentad.progress import track
 
+        samples = prefetched(range(len(self)), self.__getitem__, workers, ahead=2 * batch_size)
         starts = range(0, len(self), batch_size)
         for start in track(starts, description=progress, total=len(starts)):
-            samples = [self[i] for i in range(start, min(start + batch_size, len(self)))]
-            yield collate(samples)
+            yield collate([next(samples) for _ in range(min(batch_size, len(self) - start))])
 
     def load_all(self, progress: str | None = None) -> Batch:
         """All images as one batch at the set's (resized) size; use only for small sizes."""
@@ -281,8 +289,9 @@ def collate(samples: Sequence[ImageSample]) -> Batch:
     if samples and all(s.mask is not None for s in samples):
         masks = torch.stack([s.mask for s in samples])  # type: ignore[misc]
     labels = torch.tensor([s.label for s in samples], dtype=torch.long)
+    originals = [s.original for s in samples] if samples and all(s.original is not None for s in samples) else None
     return Batch(images, masks, labels, [s.path for s in samples], [s.defect_type for s in samples],
-                 [s.orig_size for s in samples])
+                 [s.orig_size for s in samples], originals)
 
 
 def concat_batches(batches: Sequence[Batch]) -> Batch:

@@ -106,7 +106,7 @@ def _resolve(path: str, base: Path) -> Path:
     p = Path(path)
     if p.is_absolute():
         return p
-    return (base / p) if (base / p).exists() else (Path.cwd() / p).resolve()
+    return (base / p).resolve() if (base / p).exists() else (Path.cwd() / p).resolve()
 
 
 def _data_entries(i: int, t: dict, base: Path) -> list[DataEntry]:
