@@ -26,7 +26,8 @@ def summary(folder: Path) -> str:
         g, c, d = r["gaussianity"], r["components"], r["intrinsic_dimension"]
         mar = g.get("mardia") or {}
         out.append(
-            f"| {name} | {r['method']} | {r['embedding']} ({r['embedding_dim']}) | {f(g['ks_statistic'], 2)} ({g['dim']})"
+            f"| {name} | {r['method']} | {r['embedding']} ({r['embedding_dim']}) | "
+            f"{f(g['ks_statistic'], 2)} ({g['dim']})"
             f" | {f(g['d2_ratio'], 2)} | {f(mar.get('kurtosis_b2'), 0)} / {f(mar.get('kurtosis_expected'), 0)} | "
             f"{f(g['per_dimension_rejected_share'], 2)} | {f(c.get('auroc_all'))} | {f(c.get('auroc_top_k'))} | "
             f"{f(c.get('auroc_bottom_k'))} | {f(c.get('auroc_npca'))} | {c.get('holds')} | "
@@ -41,7 +42,8 @@ def summary(folder: Path) -> str:
         if r.get("levels"):
             lv = r["levels"]["per_level"]
             out += ["", f"{name} levels: " + "; ".join(
-                f"{k}: image {f(v.get('image_auroc_mahalanobis'))} (Mahalanobis) / {f(v.get('image_auroc_knn'))} (kNN), "
+                f"{k}: image {f(v.get('image_auroc_mahalanobis'))} (Mahalanobis) / "
+                f"{f(v.get('image_auroc_knn'))} (kNN), "
                 f"pixel {f(v.get('pixel_auroc_knn'))}" for k, v in lv.items())]
         if r.get("codebook"):
             cb = r["codebook"]
