@@ -37,6 +37,6 @@ fit_run(Path('$A/elpv/vqvae'), 'vqvae_ssim_am', 'elpv', 'elpv', {'cell_type': 'm
         done
         runs=(--run $A/mnist/padim --run $A/mnist/vqvae_ssim_am --run $A/mnist/ssl_gaussian);;
     esac
-    "$L" analyze "${runs[@]}" --data "$p" --out $A/$name/analysis --limit 2000
+    [ -f $A/$name/analysis/analysis.json ] || "$L" analyze "${runs[@]}" --data "$p" --out $A/$name/analysis --limit 2000
   done
 done

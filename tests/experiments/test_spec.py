@@ -74,3 +74,24 @@ def test_data_errors(root):
         parse_spec(spec(root, data='name = "x"'))
     with pytest.raises(ConfigError, match="not valid TOML"):
         parse_spec("[[data]\n")
+
+
+def test_benchmark_command_line_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from latentad.cli import app
+
+    runner = CliRunner()
+    cases = [
+        (["benchmark", "--out", str(tmp_path / "o")], "give a SPEC file or --paper"),
+        (["benchmark", str(tmp_path / "none.toml"), "--out", str(tmp_path / "o")], "spec file not found"),
+        (["benchmark", "--paper", "table9", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")],
+         "--paper table9"),
+        (["benchmark", "--paper", "table1", "--out", str(tmp_path / "o")], "--paper needs --data-root"),
+        (["benchmark", "--paper", "table1", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")],
+         "none of the 15 MVTec AD categories"),
+    ]
+    for args, message in cases:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert message in res.output and "Traceback" not in res.output
