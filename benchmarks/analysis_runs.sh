@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The runs behind docs/ANALYSIS.md: one detector of each family per data set, then `latentad analyze`
 # over the three. Reuses runs made elsewhere: benchmarks/ssl_family.py (padim and ssl_gaussian on ELPV
-# and magnetic tile) and the seed-0 cells of benchmarks/specs/families_bottle.toml (bottle); fits the
-# others here.
+# and magnetic tile, ssl_gaussian on bottle) and the seed-0 cells of benchmarks/specs/families_bottle.toml
+# (padim and the VQ-VAE on bottle); fits the others here.
 #   OMP_NUM_THREADS=1 bash benchmarks/analysis_runs.sh [bottle|magnetic_tile|elpv|mnist ...]
 set -eu
 L=./.venv/bin/latentad
@@ -17,7 +17,7 @@ for d in "${@:-bottle magnetic_tile elpv mnist}"; do
       bottle)
         p=$DATA/mvtec_ad/bottle
         B=runs/bench/families_bottle/runs/bottle
-        runs=(--run $B/padim/seed0 --run $B/vqvae_ssim_am-10ep/seed0 --run $B/ssl_gaussian-contrastive/seed0);;
+        runs=(--run $B/padim/seed0 --run $B/vqvae_ssim_am-10ep/seed0 --run $S/bottle/ssl_gaussian-both);;
       magnetic_tile)
         p=$DATA/magnetic_tile
         fit vqvae_ssim_am "$p" $A/magnetic_tile/vqvae --epochs "$VQ_EPOCHS"
