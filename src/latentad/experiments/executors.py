@@ -59,6 +59,17 @@ class Tracker:
         )
 
 
+def _drain(completed, slots: int, n: int, tracker: Tracker) -> Iterator[Row]:
+    """Rows of finished futures (process pool or Dask) as they come, keeping the running count."""
+    tracker.started(min(slots, n))
+    for fut in completed:
+        row = fut.result()
+        tracker.finished(row)
+        if tracker.running < min(slots, tracker.total - tracker.done - tracker.failed - tracker.skipped):
+            tracker.started()
+        yield row
+
+
 def run_local(cells: list[dict], out: str, workers: int, device: str | None, tracker: Tracker) -> Iterator[Row]:
     if workers <= 1:
         for cell in cells:
@@ -70,13 +81,7 @@ def run_local(cells: list[dict], out: str, workers: int, device: str | None, tra
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(run_cell, cell, out, threads, device) for cell in cells]
-        tracker.started(min(workers, len(cells)))
-        for fut in as_completed(futures):
-            row = fut.result()
-            tracker.finished(row)
-            if tracker.running < min(workers, tracker.total - tracker.done - tracker.failed - tracker.skipped):
-                tracker.started()
-            yield row
+        yield from _drain(as_completed(futures), workers, len(cells), tracker)
 
 
 def dask_client(scheduler: str | None, workers: int | None):
@@ -114,13 +119,7 @@ def run_dask(
         futures = [
             client.submit(run_cell, cell, out, per, device, pure=False, key=f"cell-{i}") for i, cell in enumerate(cells)
         ]
-        tracker.started(min(n_threads, len(cells)))
-        for fut in dask_completed(futures):
-            row = fut.result()
-            tracker.finished(row)
-            if tracker.running < min(n_threads, tracker.total - tracker.done - tracker.failed - tracker.skipped):
-                tracker.started()
-            yield row
+        yield from _drain(dask_completed(futures), n_threads, len(cells), tracker)
     finally:
         client.close()
         if cluster is not None:
