@@ -240,7 +240,8 @@ def benchmark(
     paper: Annotated[str | None, typer.Option(help="table1 | table2 | table3 | families: the paper's protocol "
                                                    "instead of a spec")] = None,
     data_root: Annotated[Path | None, typer.Option(help="with --paper: the folder holding the categories")] = None,
-    recipe: Annotated[str, typer.Option(help="with --paper: paper presets (GPU-sized) or cpu defaults")] = "paper",
+    recipe: Annotated[str | None, typer.Option(help="with --paper: paper presets (GPU-sized, the default) or "
+                                                    "cpu defaults")] = None,
     seeds: Annotated[str | None, typer.Option(help="with --paper: seeds, e.g. 0,1,2 (default 0)")] = None,
     eval_size: Annotated[int | None, typer.Option(help="with --paper: resolution of the pixel metrics")] = None,
     categories: Annotated[str | None, typer.Option(help="with --paper: only these categories / classes, "
@@ -264,11 +265,11 @@ def benchmark(
             except ValueError:
                 raise ConfigError(f"--seeds {seeds}: expected integers separated by commas") from None
             only = [c.strip() for c in categories.split(",")] if categories else None
-            grid = paper_spec(paper, data_root, recipe, seed_list, eval_size, only)
+            grid = paper_spec(paper, data_root, recipe or "paper", seed_list, eval_size, only)
         else:
-            if seeds or data_root or eval_size or categories:
-                raise ConfigError("--seeds / --data-root / --eval-size / --categories go with --paper; a spec sets "
-                                  "them itself")
+            if seeds or data_root or eval_size or categories or recipe:
+                raise ConfigError("--seeds / --data-root / --eval-size / --categories / --recipe go with --paper; "
+                                  "a spec sets them itself")
             grid = load_spec(spec)
         rows = run_grid(grid, out, executor, scheduler, workers, device, paper)
         typer.echo((out / "tables.md").read_text())

@@ -95,3 +95,18 @@ def test_benchmark_command_line_errors(tmp_path):
         res = runner.invoke(app, args)
         assert res.exit_code == 2, (args, res.output)
         assert message in res.output and "Traceback" not in res.output
+
+
+def test_options_that_would_be_ignored_are_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from latentad.cli import app
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('[[data]]\npath = "elpv"\n[[method]]\nname = "padim"\n')
+    runner = CliRunner()
+    res = runner.invoke(app, ["benchmark", str(spec), "--recipe", "cpu", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--recipe go with --paper" in res.output
+    res = runner.invoke(app, ["benchmark", str(spec), "--executor", "dask", "--scheduler", "local:2", "--workers",
+                              "3", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--workers goes with" in res.output

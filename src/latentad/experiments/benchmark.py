@@ -41,6 +41,9 @@ def run_grid(
         raise ConfigError(f"--executor {executor}: local or dask")
     if executor == "local" and scheduler is not None:
         raise ConfigError("--scheduler applies only with --executor dask")
+    if executor == "dask" and workers is not None and scheduler is not None:
+        raise ConfigError("--workers goes with --executor local, or with dask and no --scheduler (local:N sets "
+                          "the workers; a running cluster has its own)")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers {workers}: must be at least 1")
     out.mkdir(parents=True, exist_ok=True)
