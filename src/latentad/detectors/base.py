@@ -161,9 +161,23 @@ class Detector(ABC):
     def fit(self, train: ImageSet) -> Self:
         """Learn normality from `train` (normal images only)."""
 
-    @abstractmethod
     def predict(self, images: Images) -> Prediction:
-        """Raw image scores and, for localising methods, maps at the input size."""
+        """Raw image scores and, for localising methods, maps at the input size: `score_batch` on
+        each batch (the same function the ONNX export traces)."""
+        self.require_fitted()
+        parts = []
+        with torch.inference_mode():
+            for x in self.iter_batches(images, progress=f"{self.name} predict"):
+                scores, maps = self.score_batch(x)
+                parts.append(Prediction(scores.double().cpu().numpy(),
+                                        None if maps is None else maps.float().cpu().numpy()))
+        return Prediction.concat(parts)
+
+    def score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Raw scores (B,) and maps (B,H,W) (None when the method does not localise) of one batch at
+        the input shape, in torch operations only: `predict` runs it and `latentad export` traces it
+        into one graph, so an exported model cannot drift from its checkpoint."""
+        raise NotImplementedError(f"{self.name} has no scoring graph")
 
     def embed(self, images: Images) -> Latents:
         """Named latent tensors the method scores in (for the analysis suite)."""

@@ -135,21 +135,36 @@ class PretrainedDetector(Detector):
     def iter_features(self, images: Images, progress: str | None = None
                       ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
         """(batch in [0,1], {level: features}) batch by batch, under inference_mode."""
-        fx = self.extractor
         for x in self.iter_batches(images, progress):
-            with torch.inference_mode(), self.autocast():
-                feats = fx(x)
-            if self.compute_precision != "32":
-                feats = {lv: f.float() for lv, f in feats.items()}
+            with torch.inference_mode():
+                feats = self.features(x)
             yield x, feats  # outside the context: inference mode must not leak into the caller
+
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{level: float features} of one batch (the backbone in the detector's precision)."""
+        with self.autocast():
+            feats = self.extractor(x)
+        if self.compute_precision != "32":
+            feats = {lv: f.float() for lv, f in feats.items()}
+        return feats
+
+    def score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.score_features(self.features(x))
+
+    def score_features(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scores (B,) and maps (B,H,W) or None from one batch's backbone features."""
+        raise NotImplementedError
+
+    def patch_grid(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One batch's levels on the method's patch grid (see `patch_grids`)."""
+        cfg = self.config
+        return to_grid(feats, self.levels, self.grid_size(cfg.feature_stride), getattr(cfg, "aggregate", 0))
 
     def patch_grids(self, images: Images, progress: str | None = None) -> Iterator[torch.Tensor]:
         """The levels on one patch grid (stride `feature_stride`, `aggregate` neighbourhood when the
         method has one), batch by batch: (B, sum C, g, g)."""
-        cfg = self.config
-        grid = self.grid_size(cfg.feature_stride)
         for _, feats in self.iter_features(images, progress):
-            yield to_grid(feats, self.levels, grid, getattr(cfg, "aggregate", 0))
+            yield self.patch_grid(feats)
 
     def grid_size(self, stride: int) -> tuple[int, int]:
         """(gh, gw) of the patch grid at `stride` input pixels per patch (non-square inputs too)."""

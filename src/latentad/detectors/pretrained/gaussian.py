@@ -32,7 +32,7 @@ import torch
 
 from latentad.config import UNIT, Bound
 from latentad.data.base import ImageSet
-from latentad.detectors.base import Images, Latents, Prediction
+from latentad.detectors.base import Images, Latents
 from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector
 from latentad.errors import ConfigError
 
@@ -129,9 +129,10 @@ class GaussianAD(PretrainedDetector):
         z = (x.double() - self.means[level]) @ self.transforms[level]
         return z.pow(2).sum(1).sqrt()
 
-    def predict(self, images: Images) -> Prediction:
-        dists = self.level_distances(images)
-        return Prediction(np.sum(list(dists.values()), axis=0), None)
+    def score_features(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
+        """The sum over levels of each pooled vector's Mahalanobis distance (float64, as fitted)."""
+        total = sum(self._distance(lv, feats[lv].float().mean((2, 3)).to(self.means[lv].device)) for lv in self.means)
+        return total, None
 
     def embed(self, images: Images) -> Latents:
         """The pooled vector of every level: {level: (N, C)} (the space the Gaussians live in)."""

@@ -25,7 +25,7 @@ import torch
 
 from latentad.config import AT_LEAST_ONE, NON_NEGATIVE, Bound
 from latentad.data.base import ImageSet
-from latentad.detectors.base import Images, Latents, Prediction
+from latentad.detectors.base import Images, Latents
 from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector, few_threads
 from latentad.errors import ConfigError
 
@@ -174,15 +174,9 @@ class PaDiM(PretrainedDetector):
         d2 = (y * delta).sum(-1).clamp_min_(0)  # (P, B)
         return d2.sqrt().T.reshape(b, h, w)
 
-    @torch.inference_mode()
-    def predict(self, images: Images) -> Prediction:
-        self.require_fitted()
-        parts = []
-        for g in self._grids(images):
-            dist = self.mahalanobis(g)
-            maps = self.smooth_maps(dist, self.config.sigma)
-            parts.append(Prediction(maps.flatten(1).amax(1).cpu().numpy(), maps.cpu().numpy()))
-        return Prediction.concat(parts)
+    def score_features(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self.smooth_maps(self.mahalanobis(self.patch_grid(feats)[:, self.channels]), self.config.sigma)
+        return maps.flatten(1).amax(1), maps
 
     def embed(self, images: Images) -> Latents:
         """Per-level backbone features plus the selected patch features ("patches": (N,d,g,g))."""

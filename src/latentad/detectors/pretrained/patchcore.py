@@ -32,12 +32,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from latentad.config import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, Bound
 from latentad.data.base import ImageSet
-from latentad.detectors.base import Images, Latents, Prediction
+from latentad.detectors.base import Images, Latents
 from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector, few_threads
 from latentad.errors import ConfigError
 
@@ -120,7 +119,6 @@ class PatchCore(PretrainedDetector):
         self.memory: torch.Tensor | None = None  # (M, D) memory bank
         self.mean: torch.Tensor | None = None  # PCA centre and (D_in, embed_dim) components
         self.components: torch.Tensor | None = None
-        self._index = None
 
     # -- features -------------------------------------------------------------------------------
     # -- fit ------------------------------------------------------------------------------------
@@ -162,63 +160,55 @@ class PatchCore(PretrainedDetector):
                 idx = greedy_coreset(proj, n, start)
             bank = bank[idx.to(bank.device)]
         self.memory = bank.contiguous()
-        self._index = None
         self.fitted = True
         return self
 
     # -- nearest neighbours -----------------------------------------------------------------------
-    @property
-    def index(self):
-        if self._index is None:
-            import faiss
-
-            index = faiss.IndexFlatL2(self.memory.shape[1])
-            index.add(np.ascontiguousarray(self.memory.numpy(), dtype=np.float32))
-            self._index = index
-        return self._index
-
     def _knn(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Distances and indices of the k nearest memory patches: faiss on the CPU, torch elsewhere."""
-        if self.memory.device.type != "cpu":
-            parts = [torch.cdist(q.float(), self.memory).topk(k, dim=1, largest=False) for q in queries.split(8192)]
-            return torch.cat([p.values for p in parts]), torch.cat([p.indices for p in parts])
-        d2, idx = self.index.search(np.ascontiguousarray(queries.numpy(), dtype=np.float32), k)
-        return torch.from_numpy(np.sqrt(np.maximum(d2, 0.0))), torch.from_numpy(idx)
+        """Distances and indices of the k nearest memory patches: exact L2 by one matrix product
+        (as faiss' IndexFlatL2 computes it), in torch so that the export carries it in its graph.
+        Queries go in blocks bounded to ~64 MB of distances (one block when traced)."""
+        mem = self.memory
+        sq = (mem * mem).sum(1)
+        step = queries.shape[0] if torch.jit.is_tracing() else max(1, (1 << 24) // max(1, mem.shape[0]))
+        vals, idxs = [], []
+        for q in queries.split(step):
+            d2 = torch.addmm(sq[None], q.float(), mem.T, alpha=-2.0) + (q.float() * q.float()).sum(1, keepdim=True)
+            v, i = d2.topk(k, dim=1, largest=False)
+            vals.append(v.clamp_min(0).sqrt())
+            idxs.append(i)
+        if len(vals) == 1:
+            return vals[0], idxs[0]
+        return torch.cat(vals), torch.cat(idxs)
 
     def _image_scores(self, patches: torch.Tensor, dist: torch.Tensor, nn_idx: torch.Tensor) -> torch.Tensor:
         """Paper eq. 7: the max patch score re-weighted by its memory neighbourhood's density."""
         b = min(self.config.num_neighbors, self.memory.shape[0])
         best = dist.argmax(1)  # (B,)
-        rows = torch.arange(dist.shape[0], device=dist.device)
-        s_star = dist[rows, best]
+        s_star = dist.gather(1, best[:, None])[:, 0]
         if b <= 1:
             return s_star
-        m_test = patches[rows, best]  # (B,D)
-        m_star = self.memory[nn_idx[rows, best]]  # (B,D)
+        m_test = patches.gather(1, best[:, None, None].expand(-1, 1, patches.shape[-1]))[:, 0]  # (B,D)
+        m_star = self.memory[nn_idx.gather(1, best[:, None])[:, 0]]  # (B,D)
         _, support = self._knn(m_star, b)  # (B,b): N_b(m*), m* itself first
         dists = torch.linalg.vector_norm(self.memory[support] - m_test[:, None], dim=-1)  # (B,b)
         # 1 - exp(s*) / sum exp(d), computed stably; ||m_test - m*|| = s*
-        weight = 1.0 - torch.exp(s_star.double() - torch.logsumexp(dists.double(), dim=1))
-        return (weight * s_star.double()).float()
+        weight = 1.0 - torch.exp(s_star - torch.logsumexp(dists, dim=1))
+        return weight * s_star
 
-    # -- predict -----------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def predict(self, images: Images) -> Prediction:
-        self.require_fitted()
-        parts = []
-        for g in self.patch_grids(images):
-            b, d, h, w = g.shape
-            patches = g.permute(0, 2, 3, 1).reshape(b, h * w, d)
-            if self.components is not None:  # (p - mean) C as p C - mean C: no centred copy
-                patches = torch.addmm(-(self.mean @ self.components), patches.reshape(-1, d),
-                                      self.components).view(b, h * w, -1)
-                d = patches.shape[-1]
-            dist, idx = self._knn(patches.reshape(-1, d), 1)
-            dist, idx = dist.view(b, h * w), idx.view(b, h * w)
-            scores = self._image_scores(patches, dist, idx)
-            maps = self.smooth_maps(dist.view(b, h, w), self.config.sigma)
-            parts.append(Prediction(scores.cpu().numpy(), maps.cpu().numpy()))
-        return Prediction.concat(parts)
+    # -- scoring -----------------------------------------------------------------------------------
+    def score_features(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        g = self.patch_grid(feats)
+        b, d, h, w = g.shape
+        patches = g.permute(0, 2, 3, 1).reshape(b, h * w, d)
+        if self.components is not None:  # (p - mean) C as p C - mean C: no centred copy
+            patches = torch.addmm(-(self.mean @ self.components), patches.reshape(-1, d),
+                                  self.components).view(b, h * w, -1)
+            d = patches.shape[-1]
+        dist, idx = self._knn(patches.reshape(-1, d), 1)
+        dist, idx = dist.view(b, h * w), idx.view(b, h * w)
+        scores = self._image_scores(patches, dist, idx)
+        return scores, self.smooth_maps(dist.view(b, h, w), self.config.sigma)
 
     def embed(self, images: Images) -> Latents:
         """Per-level backbone features, the locally aware patch grid ("patches": (N,D,g,g)) and, with
@@ -236,7 +226,6 @@ class PatchCore(PretrainedDetector):
         for name in ("memory", "mean", "components"):
             if getattr(self, name) is not None:
                 setattr(self, name, getattr(self, name).to(device))
-        self._index = None
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = {"memory": self.memory, **self.backbone_state()}

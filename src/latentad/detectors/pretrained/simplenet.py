@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from latentad.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Bound
 from latentad.data.base import ImageSet
-from latentad.detectors.base import Images, Latents, Prediction
+from latentad.detectors.base import Images, Latents
 from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector, few_threads
 from latentad.errors import ConfigError
 
@@ -164,14 +164,9 @@ class SimpleNet(PretrainedDetector):
         p = (g.permute(0, 2, 3, 1).reshape(-1, d) - self.feat_mean) / self.feat_std
         return -self.discriminator(self.adaptor(p)).view(b, h, w)
 
-    @torch.inference_mode()
-    def predict(self, images: Images) -> Prediction:
-        self.require_fitted()
-        parts = []
-        for g in self.patch_grids(images):
-            maps = self.smooth_maps(self._patch_scores(g), self.config.sigma)
-            parts.append(Prediction(maps.flatten(1).amax(1).cpu().numpy(), maps.cpu().numpy()))
-        return Prediction.concat(parts)
+    def score_features(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self.smooth_maps(self._patch_scores(self.patch_grid(feats)), self.config.sigma)
+        return maps.flatten(1).amax(1), maps
 
     @torch.no_grad()  # not inference_mode: callers get ordinary tensors
     def embed(self, images: Images) -> Latents:

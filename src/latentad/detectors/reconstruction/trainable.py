@@ -17,7 +17,7 @@ from torch import nn
 
 from latentad.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT, Bound
 from latentad.data.base import ImageSet, require_nonempty
-from latentad.detectors.base import Detector, DetectorConfig, Images, Prediction
+from latentad.detectors.base import Detector, DetectorConfig
 from latentad.errors import ConfigError, ModelFileError
 from latentad.training import TrainSchedule, check_resume, run_settings, train_model
 
@@ -123,17 +123,12 @@ class TrainableDetector(Detector):
         """The anomaly map (B,H,W) of one batch at the input size: what each method defines."""
         raise NotImplementedError
 
-    def predict(self, images: Images) -> Prediction:
-        """Maps batch by batch (`map_batch`), image score from each map (`image_score`)."""
-        self.require_fitted()
-        parts = []
-        with torch.inference_mode():
-            for x in self.iter_batches(images, progress=f"{self.name} predict"):
-                with self.autocast():
-                    amap = self.map_batch(x)
-                amap = amap.float()
-                parts.append(Prediction(self.image_score(amap).double().cpu().numpy(), amap.cpu().numpy()))
-        return Prediction.concat(parts)
+    def score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The map of the batch (`map_batch`), its image score from it (`image_score`)."""
+        with self.autocast():
+            amap = self.map_batch(x)
+        amap = amap.float()
+        return self.image_score(amap), amap
 
     @property
     def map_statistic(self) -> str:  # type: ignore[override]

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentad.config import AT_LEAST_ONE, NON_NEGATIVE, Bound
-from latentad.detectors.base import DetectorConfig, Images, Latents, Prediction
+from latentad.detectors.base import DetectorConfig, Images, Latents
 from latentad.detectors.reconstruction.trainable import TrainableDetector, TrainingConfig
 from latentad.errors import ConfigError
 from latentad.training import TrainSchedule, train_model
@@ -209,22 +209,15 @@ class DSVDD(TrainableDetector):
         return {"radius": float(self.model.radius)}
 
     # -- scoring --------------------------------------------------------------------------------
-    def distances(self, images: Images) -> torch.Tensor:
-        self.require_fitted()
+    def score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """||phi(x) - c||^2, less R^2 with the soft boundary (the paper's score)."""
         self.model.eval()
-        with torch.inference_mode():
-            parts = []
-            for x in self.iter_batches(images, progress=f"{self.name} predict"):
-                with self.autocast():
-                    z = self.model(x).float()
-                parts.append(((z - self.model.center) ** 2).sum(1).cpu())
-        return torch.cat(parts)
-
-    def predict(self, images: Images) -> Prediction:
-        d = self.distances(images)
+        with self.autocast():
+            z = self.model(x).float()
+        d = ((z - self.model.center) ** 2).sum(1)
         if self.config.objective == "soft-boundary":
-            d = d - float(self.model.radius) ** 2
-        return Prediction(d.double().numpy(), None)
+            d = d - self.model.radius ** 2
+        return d, None
 
     def embed(self, images: Images) -> Latents:
         """phi(x) (N, rep_dim) and the centre c (rep_dim,)."""

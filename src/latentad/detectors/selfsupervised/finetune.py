@@ -31,7 +31,7 @@ from latentad.backbones.efficientnet_lite import NORMALIZE as LITE_NORMALIZE
 from latentad.config import AT_LEAST_ONE, POSITIVE, Bound
 from latentad.data.base import ImageSet
 from latentad.data.defects import add_defect
-from latentad.detectors.base import DetectorConfig, Images, Latents, Prediction
+from latentad.detectors.base import DetectorConfig, Images, Latents
 from latentad.detectors.pretrained.gaussian import GaussianAD
 from latentad.detectors.pretrained.padim import PaDiM
 from latentad.detectors.reconstruction.trainable import TrainableDetector, TrainingConfig
@@ -191,10 +191,9 @@ class FineTunedGaussian(TrainableDetector):
         return self
 
     # -- scoring --------------------------------------------------------------------------------
-    def predict(self, images: Images) -> Prediction:
-        self.require_fitted()
-        scores = self.image_model.predict(images).image_scores
-        return Prediction(scores, self.map_model.predict(images).anomaly_maps)
+    def score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The image Gaussian's score and the map Gaussians' map, each from its own copy of the encoder."""
+        return self.image_model.score_batch(x)[0], self.map_model.score_batch(x)[1]
 
     def embed(self, images: Images) -> Latents:
         """pooled (N, C) and positions (N, C', h, w) after fine-tuning, and the same before it."""
