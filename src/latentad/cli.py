@@ -80,6 +80,8 @@ FormatOpt = Annotated[str, typer.Option("--format", help="auto, mvtec, folder, m
                                                          "synthetic")]
 WorkersOpt = Annotated[int | None, typer.Option(help="threads decoding images while the model runs (default: "
                                                    "min(4, cores); 0: in the main thread)")]
+EngineOpt = Annotated[str, typer.Option(help="auto (torch for a run folder, onnxruntime for an export folder), "
+                                              "torch, onnxruntime or openvino")]
 DataOpt = Annotated[list[str] | None, typer.Option("--data-option", "-d",
                                                    help="data set option key=value (e.g. normal_class=3)")]
 
@@ -157,7 +159,7 @@ def evaluate(
 
 @app.command()
 def predict(
-    run: Annotated[Path, typer.Option(help="run folder written by fit")],
+    run: Annotated[Path, typer.Option(help="run folder written by fit, or an export folder")],
     out: Annotated[Path, typer.Option(help="folder for scores.csv and heat-map overlays")],
     paths: Annotated[list[Path], typer.Argument(help="image files or folders of images")],
     recursive: Annotated[bool, typer.Option(help="descend into sub-folders of the folders given")] = True,
@@ -166,6 +168,7 @@ def predict(
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "32",
+    engine: EngineOpt = "auto",
 ) -> None:
     """Score images: OUT/scores.csv (path, score, is_anomalous) and one overlay PNG per image."""
     from latentad.data.pipeline import set_decode_workers
@@ -173,7 +176,7 @@ def predict(
 
     def go():
         set_decode_workers(workers)
-        rows = predict_paths(run, out, paths, recursive, device, precision, overlays)
+        rows = predict_paths(run, out, paths, recursive, device, precision, overlays, engine)
         n_anom = sum(r["is_anomalous"] for r in rows)
         typer.echo(f"scored {len(rows)} images ({n_anom} anomalous at the run's threshold) -> {out}")
 
@@ -182,22 +185,44 @@ def predict(
 
 @app.command("calibrate")
 def calibrate_cmd(
-    run: Annotated[Path, typer.Option(help="run folder written by fit")],
+    run: Annotated[Path, typer.Option(help="run folder written by fit, or an export folder")],
     paths: Annotated[list[Path], typer.Argument(help="NORMAL image files or folders")],
     target_fpr: Annotated[float, typer.Option(help="false-positive rate to aim at")] = 0.01,
     recursive: Annotated[bool, typer.Option(help="descend into sub-folders of the folders given")] = True,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
 ) -> None:
-    """Recompute the run's threshold from normal images only; the model is not touched."""
+    """Recompute the threshold of a run or an export folder from normal images only; the model is not touched."""
     from latentad.errors import ConfigError
     from latentad.predict import recalibrate
 
     def go():
         if not 0.0 < target_fpr < 1.0:
             raise ConfigError(f"--target-fpr {target_fpr}: must be in (0, 1)")
-        cal = recalibrate(run, paths, target_fpr, recursive, device)
+        cal = recalibrate(run, paths, target_fpr, recursive, device, engine)
         typer.echo(f"threshold {cal.image_threshold:.6g} at target FPR {target_fpr} from {cal.n_images} images "
                    f"(the smallest FPR {cal.n_images} images support: {cal.min_fpr:.3g})")
+
+    _run_safely(go)
+
+
+@app.command("export")
+def export_cmd(
+    run: Annotated[Path, typer.Option(help="run folder written by fit")],
+    out: Annotated[Path, typer.Option(help="folder for model.onnx, calibration.json and export.json")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx | openvino (needs the openvino package)")] = "onnx",
+) -> None:
+    """Export the run's scoring graph (raw scores and maps); the calibration stays a file beside it."""
+    from latentad.export.graph import export_detector
+    from latentad.runs import load_run
+
+    def go():
+        _, detector, _ = load_run(run)
+        meta = export_detector(detector, run / "calibration.json", out, fmt, source=str(run))
+        h, w = detector.input_shape
+        typer.echo(f"exported {detector.name} ({fmt}, input (N,{detector.config.channels},{h},{w}), outputs "
+                   f"{', '.join(meta['outputs'])}; matches torch to {meta['checked']['max_relative_difference']:.1e}) "
+                   f"-> {out}")
 
     _run_safely(go)
 

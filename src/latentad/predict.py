@@ -36,17 +36,41 @@ def images_from_paths(paths: list[Path], channels: int, recursive: bool = True) 
 
 
 OVERLAYS = ("all", "anomalous", "none")
+ENGINES = ("auto", "torch", "onnxruntime", "openvino")
+
+
+def open_model(run: Path, engine: str = "auto", device: str | None = None, precision: str | None = None):
+    """(detector, calibration) of a run folder (torch) or of an export folder (onnxruntime / openvino);
+    `auto` takes torch for a run and onnxruntime for an export."""
+    from latentad.export.engine import ExportedDetector, is_export
+
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine {engine}: one of {', '.join(ENGINES)}")
+    if is_export(run):
+        if engine == "torch":
+            raise ConfigError(f"--engine torch: {run} is an export folder (use --engine onnxruntime or openvino, "
+                              "or --run the run folder it was exported from)")
+        if device not in (None, "auto", "cpu") or precision not in (None, "32"):
+            raise ConfigError(f"{run}: an export runs on the CPU in float32 (--device / --precision apply to torch)")
+        return ExportedDetector(run, "onnxruntime" if engine == "auto" else engine), \
+            Calibration.load(run / "calibration.json")
+    if engine not in ("auto", "torch"):
+        raise ConfigError(f"--engine {engine}: {run} is a run folder; export it first "
+                          f"(latentad export --run {run} --format {'onnx' if engine == 'onnxruntime' else engine} "
+                          "--out DIR) and pass --run DIR")
+    _, detector, cal = load_run(run, device, precision)
+    return detector, cal
 
 
 def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = True, device: str | None = None,
-                  precision: str | None = None, overlays: str = "all") -> list[dict]:
+                  precision: str | None = None, overlays: str = "all", engine: str = "auto") -> list[dict]:
     """Score files; `overlays` says which images get a heat-map PNG (none: scores only, no encoding).
     Each file is decoded once: the overlay is drawn from the copy the scoring batch carried."""
     from latentad.report.figures import save_overlay
 
     if overlays not in OVERLAYS:
         raise ConfigError(f"--overlays {overlays}: one of {', '.join(OVERLAYS)}")
-    _, detector, cal = load_run(run, device, precision)
+    detector, cal = open_model(run, engine, device, precision)
     images = images_from_paths(paths, detector.config.channels, recursive)
     images.keep_originals = overlays != "none"
     rows: list[dict] = []
@@ -68,8 +92,10 @@ def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = Tru
 
 
 def recalibrate(run: Path, paths: list[Path], target_fpr: float, recursive: bool = True,
-                device: str | None = None) -> Calibration:
-    _, detector, _ = load_run(run, device)
+                device: str | None = None, engine: str = "auto") -> Calibration:
+    """A new threshold and heat-map scale from normal images, written over the run's (or the export's)
+    calibration.json; the model is not touched."""
+    detector, _ = open_model(run, engine, device)
     images = images_from_paths(paths, detector.config.channels, recursive)
     with torch.inference_mode():
         pred, *_ = score_set(detector, images, progress=f"{detector.name} calibrate")

@@ -178,8 +178,9 @@ class PretrainedDetector(Detector):
         same result as `F.interpolate` followed by kornia's reflect-padded `gaussian_blur2d`, at a
         fraction of the cost)."""
         h, w = self.input_shape
-        a_h = smoothing_matrix(maps.shape[-2], h, sigma).to(maps.device)
-        a_w = smoothing_matrix(maps.shape[-1], w, sigma).to(maps.device)
+        # int(): when traced, the operators are constants of the graph, not traced computations
+        a_h = smoothing_matrix(int(maps.shape[-2]), h, sigma).to(maps.device)
+        a_w = smoothing_matrix(int(maps.shape[-1]), w, sigma).to(maps.device)
         return a_h @ maps.float() @ a_w.T
 
     def embed(self, images: Images) -> Latents:
@@ -259,8 +260,9 @@ def smoothing_matrix(n_in: int, n_out: int, sigma: float) -> torch.Tensor:
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian smoothing of (B,C,H,W) maps (reflect borders), as separable matrix products."""
-    bh = blur_matrix(x.shape[-2], sigma).float()
-    bw = bh if x.shape[-1] == x.shape[-2] else blur_matrix(x.shape[-1], sigma).float()
+    h, w = int(x.shape[-2]), int(x.shape[-1])  # constants when traced
+    bh = blur_matrix(h, sigma).float()
+    bw = bh if w == h else blur_matrix(w, sigma).float()
     return bh @ x @ bw.T
 
 
@@ -279,7 +281,11 @@ def to_grid(feats: dict[str, torch.Tensor], levels: tuple[str, ...] | list[str],
         if aggregate > 1:
             f = F.avg_pool2d(f, aggregate, 1, aggregate // 2, count_include_pad=False)
         if f.shape[-2] > gh or f.shape[-1] > gw:
-            f = F.adaptive_avg_pool2d(f, (gh, gw))
+            h, w = int(f.shape[-2]), int(f.shape[-1])  # constants when traced: the input size is fixed
+            if h % gh == 0 and w % gw == 0:  # the same average as adaptive pooling, and ONNX-exportable
+                f = F.avg_pool2d(f, (h // gh, w // gw))
+            else:
+                f = F.adaptive_avg_pool2d(f, (gh, gw))
         if tuple(f.shape[-2:]) != (gh, gw):
             f = F.interpolate(f, size=(gh, gw), mode="bilinear", align_corners=False)
         parts.append(f)

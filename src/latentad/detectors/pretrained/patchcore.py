@@ -170,16 +170,18 @@ class PatchCore(PretrainedDetector):
         Queries go in blocks bounded to ~64 MB of distances (one block when traced)."""
         mem = self.memory
         sq = (mem * mem).sum(1)
-        step = queries.shape[0] if torch.jit.is_tracing() else max(1, (1 << 24) // max(1, mem.shape[0]))
-        vals, idxs = [], []
-        for q in queries.split(step):
-            d2 = torch.addmm(sq[None], q.float(), mem.T, alpha=-2.0) + (q.float() * q.float()).sum(1, keepdim=True)
+
+        def block(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            q = q.float()
+            d2 = torch.addmm(sq[None], q, mem.T, alpha=-2.0) + (q * q).sum(1, keepdim=True)
             v, i = d2.topk(k, dim=1, largest=False)
-            vals.append(v.clamp_min(0).sqrt())
-            idxs.append(i)
-        if len(vals) == 1:
-            return vals[0], idxs[0]
-        return torch.cat(vals), torch.cat(idxs)
+            return v.clamp_min(0).sqrt(), i
+
+        step = max(1, (1 << 24) // max(1, mem.shape[0]))
+        if torch.jit.is_tracing() or queries.shape[0] <= step:  # traced: any batch size, one block
+            return block(queries)
+        parts = [block(q) for q in queries.split(step)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def _image_scores(self, patches: torch.Tensor, dist: torch.Tensor, nn_idx: torch.Tensor) -> torch.Tensor:
         """Paper eq. 7: the max patch score re-weighted by its memory neighbourhood's density."""

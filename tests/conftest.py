@@ -1,4 +1,4 @@
-"""Shared fixtures for detector tests."""
+"""Fixtures shared by the test packages."""
 
 import pytest
 import torch

@@ -1,0 +1,156 @@
+"""A fitted detector's scoring path as one traceable module, and its export to ONNX / OpenVINO.
+
+The graph is `Detector.score_batch` itself (the function `predict` runs), traced once: image batch
+(N,C,H,W) in [0,1] at the detector's input shape in, raw scores (N) and, for localising methods, raw
+maps (N,H,W) out. Normalisation of the input is inside the graph (it belongs to the model); the
+threshold and the heat-map scale are not: they stay in `calibration.json` beside the graph, so a
+recalibration never needs a re-export and the exported scores are the checkpoint's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from latentad import __version__, io
+from latentad.detectors.base import Detector
+from latentad.errors import ConfigError
+
+FORMATS = ("onnx", "openvino")
+OPSET = 17
+TOLERANCE = 1e-4  # relative difference between the traced graph and torch accepted at export
+
+
+class ScoringGraph(nn.Module):
+    """images (N,C,H,W) in [0,1] -> (scores (N),) or (scores (N), maps (N,H,W)): `score_batch`."""
+
+    def __init__(self, detector: Detector) -> None:
+        super().__init__()
+        self.detector = detector  # a plain attribute: its networks are traced as constants
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        scores, maps = self.detector.score_batch(x)
+        return (scores,) if maps is None else (scores, maps)
+
+
+def example_batch(detector: Detector, n: int = 2) -> torch.Tensor:
+    """A seeded batch at the detector's input shape (what the graph is traced and checked on)."""
+    h, w = detector.input_shape
+    return torch.rand(n, detector.config.channels, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| / max(|a|, |b|, 1e-6), elementwise (the check's measure)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-6)
+    return float((np.abs(a - b) / scale).max()) if a.size else 0.0
+
+
+def trace_onnx(detector: Detector, path: Path) -> list[str]:
+    """Write the ONNX graph of `detector` to `path` (batch axis dynamic); returns the output names."""
+    if getattr(detector, "full_resolution", False):
+        raise ConfigError(f"{detector.name}: a tiled detector (tile={detector.config.tile}) cannot be exported "
+                          "yet: its tiles are cut and stitched outside the network")
+    graph = ScoringGraph(detector).eval()
+    x = example_batch(detector)
+    with torch.no_grad():
+        n_out = len(graph(x))
+    names = ["scores", "maps"][:n_out]
+    axes = {"images": {0: "batch"}, **{n: {0: "batch"} for n in names}}
+    params = [p for m in modules_of(detector) for p in m.parameters() if p.requires_grad]
+    try:
+        for p in params:  # fitted weights enter the graph as constants, which must not require grad
+            p.requires_grad_(False)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes on shapes read as Python numbers
+            torch.onnx.export(graph, (x,), str(path), dynamo=False, input_names=["images"], output_names=names,
+                              dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True)
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    return names
+
+
+def modules_of(obj, seen: set[int] | None = None) -> list[nn.Module]:
+    """The torch modules a detector holds, through the detectors it is made of (ssl: two)."""
+    seen = set() if seen is None else seen
+    found: list[nn.Module] = []
+    for v in vars(obj).values():
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if isinstance(v, nn.Module):
+            found.append(v)
+        elif isinstance(v, Detector):
+            found += modules_of(v, seen)
+    return found
+
+
+def export_detector(detector: Detector, calibration: Path, out: Path, fmt: str = "onnx",
+                    source: str | None = None) -> dict:
+    """`out/model.onnx` (+ `model.xml`/`.bin` for openvino), `calibration.json` copied from `calibration`,
+    `export.json` describing the input; the graph is checked against torch before anything lands."""
+    from latentad.export.engine import open_engine
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt}: one of {', '.join(FORMATS)}")
+    if fmt == "openvino":
+        _require_openvino()
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export.") as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        names = trace_onnx(detector, onnx_path)
+        files = ["model.onnx"]
+        if fmt == "openvino":
+            import openvino as ov
+
+            # full-precision weights: save_model would halve them by default
+            ov.save_model(ov.convert_model(str(onnx_path)), str(Path(tmp) / "model.xml"), compress_to_fp16=False)
+            files += ["model.xml", "model.bin"]
+        x = example_batch(detector, 3)  # another batch size than the traced one: the batch axis is free
+        with torch.no_grad():
+            want = ScoringGraph(detector).eval()(x)
+        got = open_engine(Path(tmp), "onnxruntime" if fmt == "onnx" else "openvino").run(x.numpy())
+        diff = max(relative_difference(w.cpu().numpy(), g) for w, g in zip(want, got, strict=True))
+        if diff > TOLERANCE:
+            raise ConfigError(f"{detector.name}: the exported graph differs from torch by {diff:.2e} (relative) "
+                              f"on a test batch, more than {TOLERANCE:g}: not exported")
+        for f in files:
+            shutil.move(str(Path(tmp) / f), str(out / f))
+    meta = {
+        "format": fmt,
+        "method": detector.name,
+        "family": detector.family,
+        "localizes": "maps" in names,
+        "map_statistic": detector.map_statistic,
+        "input": {"name": "images", "shape": ["batch", detector.config.channels, *detector.input_shape],
+                  "dtype": "float32", "range": [0.0, 1.0]},
+        "outputs": names,
+        "preprocessing": {"channels": detector.config.channels, "resize": detector.config.resize,
+                          "note": "decode, convert to the channels, bring to the input size by `resize`, scale "
+                                  "to [0,1]; the model's own normalisation is inside the graph"},
+        "batch_size": detector.config.batch_size,
+        "config": dataclasses.asdict(detector.config),
+        "checked": {"max_relative_difference": diff, "batch": int(x.shape[0])},
+        "opset": OPSET,
+        "latentad_version": __version__,
+        "torch_version": torch.__version__,
+        "source_run": source,
+    }
+    io.write_bytes(out / "calibration.json", Path(calibration).read_bytes())
+    io.write_json(out / "export.json", meta)
+    return meta
+
+
+def _require_openvino() -> None:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise ConfigError("--format openvino: the openvino package is not installed (pip install openvino)") from None
