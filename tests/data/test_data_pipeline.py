@@ -78,7 +78,8 @@ def test_predict_overlays_option_and_one_decode_per_file(tmp_path, monkeypatch):
                                "-o", "image_size=32"]).exit_code == 0
     calls = []
     real = base.read_image_file
-    monkeypatch.setattr(base, "read_image_file", lambda p, mode=None: calls.append(str(p)) or real(p, mode))
+    monkeypatch.setattr(base, "read_image_file",
+                        lambda p, mode=None, at_least=None: calls.append(str(p)) or real(p, mode, at_least))
     res = runner.invoke(app, ["predict", "--run", str(run), "--out", str(tmp_path / "all"), str(data / "test")])
     assert res.exit_code == 0, res.output
     assert len(calls) == len(set(calls)) == 6  # scoring and overlays share one decode
@@ -94,3 +95,23 @@ def test_predict_overlays_option_and_one_decode_per_file(tmp_path, monkeypatch):
     res = runner.invoke(app, ["predict", "--run", str(run), "--out", str(tmp_path / "x"), "--overlays", "some",
                               str(data / "test")])
     assert res.exit_code == 2 and "--overlays some" in res.output
+
+
+def test_large_jpegs_are_decoded_at_a_reduced_size_that_still_covers_the_input(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from latentad.data.base import ImageSet, file_record, read_image_file
+
+    rng = np.random.default_rng(0)
+    big = tmp_path / "big.jpg"
+    Image.fromarray(rng.integers(0, 255, (512, 640, 3), dtype=np.uint8)).save(big, quality=90)
+    assert read_image_file(big).shape == (512, 640, 3)
+    assert read_image_file(big, at_least=(64, 64)).shape == (64, 80, 3)  # 1/8, still >= 64 on both sides
+    assert read_image_file(big, at_least=(200, 200)).shape == (256, 320, 3)  # 1/2: 1/4 would not cover 200
+    png = tmp_path / "big.png"
+    Image.open(big).save(png)
+    assert read_image_file(png, at_least=(64, 64)).shape == (512, 640, 3)  # PNG: no reduced decoding
+    images = ImageSet([file_record(big, 0, "good", "RGB", None, False)], 64, 3, False, "x")
+    sample = images[0]
+    assert tuple(sample.image.shape) == (3, 64, 64) and sample.orig_size == (64, 80)
