@@ -307,6 +307,44 @@ def benchmark(
     _run_safely(go)
 
 
+@app.command()
+def serve(
+    run: Annotated[Path, typer.Option(help="run folder written by fit, or an export folder")],
+    host: Annotated[str, typer.Option(help="address to bind (loopback unless told otherwise)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    token: Annotated[str | None, typer.Option(help="require 'Authorization: Bearer TOKEN' on every request but "
+                                                   "/health and the page (or set LATENTAD_TOKEN)",
+                                              envvar="LATENTAD_TOKEN")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="largest request body accepted (413 above)")] = 20.0,
+    max_pixels: Annotated[int, typer.Option(help="largest image accepted, in pixels (400 above: "
+                                                 "decompression bombs)")] = 40_000_000,
+    engine: EngineOpt = "auto",
+) -> None:
+    """Score images over HTTP (POST /predict, /calibrate), with an operator page at /."""
+    from latentad.errors import ConfigError
+
+    def go():
+        import uvicorn
+
+        from latentad.serve.app import create_app
+
+        if not 0 < port < 65536:
+            raise ConfigError(f"--port {port}: must be in 1..65535")
+        if max_upload_mb <= 0 or max_pixels <= 0:
+            raise ConfigError("--max-upload-mb and --max-pixels must be positive")
+        if host not in ("127.0.0.1", "localhost", "::1") and not token:
+            typer.echo(f"latentad: warning: serving on {host} without --token: anyone who reaches it can score "
+                       "and recalibrate", err=True)
+        api = create_app(run, token, max_upload_mb, engine, max_pixels)
+        typer.echo(f"serving {api.state.service.detector.name} from {run} on http://{host}:{port}/", err=True)
+        try:
+            uvicorn.run(api, host=host, port=port, log_level="warning")
+        finally:
+            api.state.service.close()
+
+    _run_safely(go)
+
+
 @app.command("list")
 def list_methods() -> None:
     """Methods, their family and presets."""

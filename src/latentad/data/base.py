@@ -82,8 +82,20 @@ def read_image_file(path: str | Path, mode: str | None = None, at_least: tuple[i
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes)")
+    return decode_image(path, str(path), mode, at_least)
+
+
+def decode_image(source, name: str, mode: str | None = None, at_least: tuple[int, int] | None = None,
+                 max_pixels: int | None = None) -> np.ndarray:
+    """Decode a file or file-like object (an upload) to HxWxC uint8; errors are one DataError line
+    starting with `name`. Images over `max_pixels` (default: PIL's bomb limit) are refused before
+    their pixels are decoded."""
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
+            limit = max_pixels or Image.MAX_IMAGE_PIXELS
+            if limit and img.width * img.height > limit:
+                raise DataError(f"{name}: refused, {img.width}x{img.height} pixels is over the limit of {limit} "
+                                "(a decompression bomb?)")
             if at_least is not None and img.format == "JPEG":
                 img.draft(img.mode, (at_least[1], at_least[0]))  # PIL sizes are (w, h)
             img.load()
@@ -93,9 +105,11 @@ def read_image_file(path: str | Path, mode: str | None = None, at_least: tuple[i
                 img = img.convert("RGB")
             arr = np.asarray(img)
     except UnidentifiedImageError:
-        raise DataError(f"{path}: not an image file (cannot identify its format)") from None
+        raise DataError(f"{name}: not an image file (cannot identify its format)") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{name}: refused as a decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: corrupt or truncated image ({exc})") from None
+        raise DataError(f"{name}: corrupt or truncated image ({exc})") from None
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return arr

@@ -1,0 +1,28 @@
+"""Prometheus metrics of one service instance (its own registry: two apps in a process do not mix)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("latentad_requests", "HTTP requests by endpoint and status",
+                                ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("latentad_request_latency_seconds", "request latency by endpoint", ["endpoint"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.errors = Counter("latentad_errors", "refused or failed requests by kind", ["kind"],
+                              registry=self.registry)
+        self.images = Counter("latentad_images_scored", "images scored", registry=self.registry)
+        self.anomalies = Counter("latentad_anomalies", "images scored above the threshold", registry=self.registry)
+        self.threshold = Gauge("latentad_threshold", "the image threshold in use", registry=self.registry)
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,133 @@
+"""The service's HTTP contract with FastAPI's test client: scores equal `latentad predict`, refusals
+are one line with their 4xx, the calibration swaps (and comes back) without a restart."""
+
+import base64
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from latentad.cli import app as cli
+from latentad.serve.app import create_app
+
+AUTH = {"Authorization": "Bearer s3cret"}
+
+
+@pytest.fixture
+def client(run):
+    api = create_app(run, token="s3cret", max_upload_mb=1)
+    with TestClient(api) as c:
+        yield c
+    api.state.service.close()
+
+
+def files_of(paths):
+    return [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in paths]
+
+
+def test_scores_equal_predict_in_upload_order_with_overlays(client, run, images, tmp_path):
+    res = CliRunner().invoke(cli, ["predict", "--run", str(run), "--out", str(tmp_path / "p"), "--overlays", "none",
+                                   *map(str, images)])
+    assert res.exit_code == 0, res.output
+    want = [(r["path"].split("/")[-1], float(r["score"]), r["is_anomalous"] == "1")
+            for r in csv.DictReader(open(tmp_path / "p" / "scores.csv"))]
+    order = images[::-1]  # upload order is kept, whatever it is
+    r = client.post("/predict?map=png", files=files_of(order), headers=AUTH)
+    assert r.status_code == 200, r.text
+    got = r.json()["results"]
+    assert [g["filename"] for g in got] == [p.name for p in order]
+    by_name = {n: (s, a) for n, s, a in want}
+    for g in got:
+        s, a = by_name[g["filename"]]
+        assert abs(g["score"] - s) <= 1e-4 * max(abs(s), 1e-6) and g["is_anomalous"] == a
+        png = Image.open(io.BytesIO(base64.b64decode(g["overlay_png"])))
+        assert png.format == "PNG" and png.size == (64, 64)
+    assert "overlay_png" not in client.post("/predict", files=files_of(images[:1]), headers=AUTH).json()["results"][0]
+
+
+def test_bad_requests_get_their_4xx_and_one_line(client, data):
+    good = sorted(data.glob("test/good/*.png"))[0].read_bytes()
+    one = [("files", ("a.png", good, "application/octet-stream"))]
+    assert client.post("/predict", files=one).status_code == 401
+    assert client.post("/predict", files=one, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/health").status_code == 200  # open, for probes
+    cases = {"cut.png": good[: len(good) // 3], "notes.png": b"hello, this is text", "empty.png": b""}
+    for name, body in cases.items():
+        r = client.post("/predict", files=[("files", (name, body, "application/octet-stream"))], headers=AUTH)
+        assert r.status_code == 400 and r.json()["detail"].startswith(name), r.text
+        assert "\n" not in r.json()["detail"]
+    big = [("files", ("big.png", good + bytes(2 << 20), "application/octet-stream"))]
+    r = client.post("/predict", files=big, headers=AUTH)
+    assert r.status_code == 413 and "--max-upload-mb" in r.json()["detail"]
+    r = client.post("/predict", files=[("files", ("../../etc/passwd", good, "image/png"))], headers=AUTH)
+    assert r.status_code == 200 and r.json()["results"][0]["filename"] == "passwd"  # a label, never a path
+    assert client.get("/health").json()["status"] == "ok"
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(run):
+    api = create_app(run, max_pixels=10_000)
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((200, 200), np.uint8)).save(buf, format="PNG")  # 40000 px, tiny file
+    with TestClient(api) as c:
+        r = c.post("/predict", files=[("files", ("bomb.png", buf.getvalue(), "image/png"))])
+    api.state.service.close()
+    assert r.status_code == 400 and "bomb.png" in r.json()["detail"] and "bomb" in r.json()["detail"]
+
+
+def test_calibrate_changes_the_next_threshold_and_undo_restores_it(client, run, data, images):
+    before = client.get("/health").json()["threshold"]
+    normals = sorted(data.glob("train/good/*.png"))
+    r = client.post("/calibrate", files=files_of(normals), data={"target_fpr": "0.3"}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    new = r.json()
+    assert new["n_images"] == len(normals) and new["target_fpr"] == 0.3 and new["threshold"] != before
+    assert json.loads((run / "calibration.json").read_text())["image_threshold"] == new["threshold"]
+    assert json.loads((run / "calibration.prev.json").read_text())["image_threshold"] == before
+    one = files_of(images[:1])
+    assert client.post("/predict", files=one, headers=AUTH).json()["results"][0]["threshold"] == new["threshold"]
+    assert client.post("/calibrate/undo", headers=AUTH).json()["threshold"] == before
+    assert client.post("/predict", files=one, headers=AUTH).json()["results"][0]["threshold"] == before
+    assert client.post("/calibrate/undo", headers=AUTH).status_code == 400  # nothing left to undo
+    r = client.post("/calibrate", files=files_of(normals), data={"target_fpr": "2"}, headers=AUTH)
+    assert r.status_code == 400 and "target_fpr" in r.json()["detail"]
+
+
+def test_health_and_prometheus_metrics_count_what_happened(client, images):
+    one = files_of(images[:2])
+    client.post("/predict", files=one, headers=AUTH)
+    client.post("/predict", files=[("files", ("x.png", b"nope", "image/png"))], headers=AUTH)
+    h = client.get("/health").json()
+    assert h["method"] == "padim" and h["images_scored"] == 2 and h["uptime_s"] > 0
+    text = client.get("/metrics", headers=AUTH).text
+    assert 'latentad_requests_total{endpoint="/predict",status="200"} 1.0' in text
+    assert 'latentad_errors_total{kind="bad_request"} 1.0' in text
+    assert "latentad_request_latency_seconds_bucket" in text and "latentad_images_scored_total 2.0" in text
+
+
+def test_an_export_folder_is_served_with_its_calibration(run, images, tmp_path):
+    exp = tmp_path / "export"
+    assert CliRunner().invoke(cli, ["export", "--run", str(run), "--out", str(exp)]).exit_code == 0
+    api = create_app(exp)
+    img = files_of(images[:2])
+    with TestClient(api) as c:
+        h = c.get("/health").json()
+        served = c.post("/predict", files=img).json()["results"]
+    api.state.service.close()
+    api2 = create_app(run)
+    with TestClient(api2) as c:
+        ref = c.post("/predict", files=img).json()["results"]
+    api2.state.service.close()
+    assert h["engine"] == "onnxruntime"
+    for a, b in zip(served, ref, strict=True):
+        assert abs(a["score"] - b["score"]) <= 1e-4 * abs(b["score"]) and a["is_anomalous"] == b["is_anomalous"]
+
+
+def test_the_operator_page_is_served_without_a_token(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "latentad inspection" in r.text and "/predict?map=png" in r.text
