@@ -26,8 +26,8 @@ from latentad.serve.batcher import QueueFull
 from latentad.serve.service import DEFAULT_MAX_PIXELS, Service, Upload
 from latentad.serve.telemetry import Telemetry
 
-OPEN_PATHS = ("/health", "/")
-KNOWN = {"/predict", "/calibrate", "/calibrate/undo", "/health", "/metrics", "/"}
+OPEN_PATHS = ("/health", "/", "/favicon.ico")
+KNOWN = {"/predict", "/calibrate", "/calibrate/undo", "/health", "/metrics", "/", "/favicon.ico"}
 DRAIN_CAP = 64 << 20  # bytes of a refused body read (and dropped) so the client can read its answer
 
 
@@ -156,5 +156,9 @@ def create_app(model_dir: Path, token: str | None = None, max_upload_mb: float =
     @app.get("/")
     async def operator_page() -> HTMLResponse:
         return HTMLResponse(page)
+
+    @app.get("/favicon.ico")
+    async def favicon() -> Response:
+        return Response(status_code=204)  # browsers ask; nothing to send
 
     return app
