@@ -84,7 +84,7 @@ def main() -> None:
         tensors = [torch.stack([decode(f, shape) for f in files[i:i + 16]]).float().div(255)
                    for i in range(0, len(files), 16)]
         a = a_onnx = b = c = float("inf")
-        for k in range(args.rounds):
+        for _ in range(args.rounds):
             a = min(a, timed([LATENTAD, "predict", "--run", str(run), "--out", str(args.runs_dir / f"pred-{method}"),
                               "--overlays", "none", str(data / "test")]))
             a_onnx = min(a_onnx, timed([LATENTAD, "predict", "--run", str(exp), "--engine", "onnxruntime", "--out",

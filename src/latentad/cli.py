@@ -315,7 +315,7 @@ def serve(
     token: Annotated[str | None, typer.Option(help="require 'Authorization: Bearer TOKEN' on every request but "
                                                    "/health and the page (or set LATENTAD_TOKEN)",
                                               envvar="LATENTAD_TOKEN")] = None,
-    max_upload_mb: Annotated[float, typer.Option(help="largest request body accepted (413 above)")] = 20.0,
+    max_upload_mb: Annotated[float, typer.Option(help="largest uploaded file accepted (413 above)")] = 20.0,
     max_pixels: Annotated[int, typer.Option(help="largest image accepted, in pixels (400 above: "
                                                  "decompression bombs)")] = 40_000_000,
     engine: EngineOpt = "auto",

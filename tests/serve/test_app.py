@@ -65,6 +65,9 @@ def test_bad_requests_get_their_4xx_and_one_line(client, data):
     big = [("files", ("big.png", good + bytes(2 << 20), "application/octet-stream"))]
     r = client.post("/predict", files=big, headers=AUTH)
     assert r.status_code == 413 and "--max-upload-mb" in r.json()["detail"]
+    padded = good + bytes(600 << 10)  # three files of 0.6 MB: the limit is per file, not per request
+    r = client.post("/predict", files=[("files", (f"p{i}.png", padded, "image/png")) for i in range(3)], headers=AUTH)
+    assert r.status_code == 200, r.text
     r = client.post("/predict", files=[("files", ("../../etc/passwd", good, "image/png"))], headers=AUTH)
     assert r.status_code == 200 and r.json()["results"][0]["filename"] == "passwd"  # a label, never a path
     assert client.get("/health").json()["status"] == "ok"

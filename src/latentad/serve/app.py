@@ -3,7 +3,7 @@
 
 Refusals are one line in `{"detail": ...}`: 401 without the bearer token (everything but /health and
 the page, which is static and holds no data: it asks for the token and sends it with each call),
-413 over the upload limit (checked on Content-Length before the body is parsed), 400 for a file
+413 for a file over the upload limit (and, unread, for a body too long to hold 256 such files), 400 for a file
 that is not an image, is truncated or is a decompression bomb (named), 503 when the queue is full.
 No request ever names a path on the server: uploads are bytes, decoded in memory.
 """
@@ -28,6 +28,7 @@ from latentad.serve.telemetry import Telemetry
 
 OPEN_PATHS = ("/health", "/", "/favicon.ico")
 KNOWN = {"/predict", "/calibrate", "/calibrate/undo", "/health", "/metrics", "/", "/favicon.ico"}
+MAX_FILES = 256  # files in one request
 DRAIN_CAP = 64 << 20  # bytes of a refused body read (and dropped) so the client can read its answer
 
 
@@ -67,12 +68,12 @@ def create_app(model_dir: Path, token: str | None = None, max_upload_mb: float =
                 await drain(request)
                 response = refusal(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)",
                                    {"WWW-Authenticate": "Bearer"})
-        if response is None:
+        if response is None:  # a body that cannot hold MAX_FILES files within the limit: refused unread
             length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > limit:
+            if length is not None and length.isdigit() and int(length) > limit * MAX_FILES:
                 telemetry.errors.labels("too_large").inc()
                 await drain(request)
-                response = refusal(413, f"upload of {int(length) / (1 << 20):.1f} MB is over the limit of "
+                response = refusal(413, f"request of {int(length) / (1 << 20):.1f} MB is over {MAX_FILES} files of "
                                         f"{max_upload_mb:g} MB (--max-upload-mb)")
         if response is None:
             response = await call_next(request)
@@ -80,13 +81,17 @@ def create_app(model_dir: Path, token: str | None = None, max_upload_mb: float =
         return response
 
     async def read_uploads(files: list[UploadFile], overlays: bool) -> list[Upload]:
-        uploads, total = [], 0
+        if len(files) > MAX_FILES:
+            raise TooLarge(f"{len(files)} files in one request, more than {MAX_FILES}")
+        uploads = []
         for i, f in enumerate(files):
-            data = await f.read()
-            total += len(data)
-            if total > limit:
-                raise TooLarge(f"uploads of more than {max_upload_mb:g} MB in one request (--max-upload-mb)")
             name = Path(f.filename or f"file{i}").name  # a label only: never opened on the server
+            if f.size is not None and f.size > limit:
+                raise TooLarge(f"{name}: {f.size / (1 << 20):.1f} MB is over the limit of {max_upload_mb:g} MB "
+                               "(--max-upload-mb)")
+            data = await f.read(limit + 1)
+            if len(data) > limit:
+                raise TooLarge(f"{name}: over the limit of {max_upload_mb:g} MB (--max-upload-mb)")
             image = await run_in_threadpool(service.decode, name, data)
             uploads.append(Upload(name, image, overlays))
         return uploads

@@ -68,7 +68,8 @@ class Service:
         out = []
         for i, u in enumerate(uploads):
             score = float(pred.image_scores[i])
-            row = {"filename": u.name, "score": score, "is_anomalous": bool(score > cal.image_threshold),
+            # 0 / 1, as in the is_anomalous column of predict's scores.csv
+            row = {"filename": u.name, "score": score, "is_anomalous": int(score > cal.image_threshold),
                    "threshold": float(cal.image_threshold)}
             if u.overlay:
                 amap = pred.anomaly_maps[i] if pred.anomaly_maps is not None else None
