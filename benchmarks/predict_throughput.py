@@ -3,9 +3,10 @@
 For each method (fitted on DATA's train/good unless --runs-dir holds it), on DATA's test images:
   (a) `latentad predict --overlays none` as a whole process, files to scores.csv;
   (a') the same with the exported ONNX graph (`--engine onnxruntime`);
-  (b) a bare loop in this process: decode + resize the same files (PIL, main thread), run the
-      detector's own backbone (its truncated feature extractor) forward, batch 16;
-  (c) that backbone forward alone, on tensors decoded beforehand.
+  (b) a bare loop as a whole process too (Python start, torch import, backbone build included, as
+      for (a)): decode + resize the same files (PIL, main thread), run the detector's own backbone
+      (its truncated feature extractor) forward, batch 16; also timed inside this process (b_inproc);
+  (c) that backbone forward alone, in this process, on tensors decoded beforehand.
 Rounds are interleaved and each figure is the best of --rounds. Prints one JSON line per method.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/predict_throughput.py --data ../shared/data/mvtec_ad/bottle
@@ -50,6 +51,22 @@ def bare_loop(files: list[Path], extractor, shape, batch: int = 16) -> float:
     return time.perf_counter() - t0
 
 
+BARE = """
+import sys, numpy as np, torch
+from PIL import Image
+from latentad.backbones import load_backbone
+name, levels, h, w = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), int(sys.argv[4])
+fx = load_backbone(name, levels)
+files = sys.argv[5:]
+def load(f):
+    img = Image.open(f).convert("RGB").resize((w, h), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+with torch.inference_mode():
+    for i in range(0, len(files), 16):
+        fx(torch.stack([load(f) for f in files[i:i + 16]]).float().div(255))
+"""
+
+
 def forward_only(tensors: list[torch.Tensor], extractor) -> float:
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -83,19 +100,23 @@ def main() -> None:
         fx, shape = det.extractor, det.input_shape
         tensors = [torch.stack([decode(f, shape) for f in files[i:i + 16]]).float().div(255)
                    for i in range(0, len(files), 16)]
-        a = a_onnx = b = c = float("inf")
+        bare = [sys.executable, "-c", BARE, det.config.backbone, ",".join(det.levels), str(shape[0]), str(shape[1]),
+                *map(str, files)]
+        a = a_onnx = b = b_in = c = float("inf")
         for _ in range(args.rounds):
             a = min(a, timed([LATENTAD, "predict", "--run", str(run), "--out", str(args.runs_dir / f"pred-{method}"),
                               "--overlays", "none", str(data / "test")]))
             a_onnx = min(a_onnx, timed([LATENTAD, "predict", "--run", str(exp), "--engine", "onnxruntime", "--out",
                                         str(args.runs_dir / f"pred-{method}-onnx"), "--overlays", "none",
                                         str(data / "test")]))
-            b = min(b, bare_loop(files, fx, shape))
+            b = min(b, timed(bare))
+            b_in = min(b_in, bare_loop(files, fx, shape))
             c = min(c, forward_only(tensors, fx))
         n = len(files)
         row = {"method": method, "images": n, "input": list(shape), "threads": torch.get_num_threads(),
                "predict_img_s": n / a, "predict_onnx_img_s": n / a_onnx, "bare_decode_forward_img_s": n / b,
-               "forward_img_s": n / c, "ratio_a_b": b / a, "ratio_a_c": c / a, "ratio_onnx_b": b / a_onnx,
+               "bare_in_process_img_s": n / b_in, "forward_img_s": n / c, "ratio_a_b": b / a, "ratio_a_c": c / a,
+               "ratio_onnx_b": b / a_onnx,
                "machine": platform.node(), "date": time.strftime("%Y-%m-%d")}
         line = json.dumps(row)
         print(line, flush=True)

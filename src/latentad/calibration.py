@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from latentad import io
-from latentad.metrics import threshold_for_fpr
+from latentad.metrics.thresholds import threshold_for_fpr
 
 
 @dataclass

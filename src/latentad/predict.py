@@ -66,8 +66,6 @@ def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = Tru
                   precision: str | None = None, overlays: str = "all", engine: str = "auto") -> list[dict]:
     """Score files; `overlays` says which images get a heat-map PNG (none: scores only, no encoding).
     Each file is decoded once: the overlay is drawn from the copy the scoring batch carried."""
-    from latentad.report.figures import save_overlay
-
     if overlays not in OVERLAYS:
         raise ConfigError(f"--overlays {overlays}: one of {', '.join(OVERLAYS)}")
     detector, cal = open_model(run, engine, device, precision)
@@ -81,6 +79,8 @@ def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = Tru
             flag = bool(score > cal.image_threshold)
             rows.append({"path": name, "score": float(score), "is_anomalous": int(flag)})
             if overlays == "all" or (overlays == "anomalous" and flag):
+                from latentad.report.figures import save_overlay  # matplotlib: only when drawing
+
                 amap = pred.anomaly_maps[j] if pred.anomaly_maps is not None else None
                 save_overlay(out / "overlays" / f"{i:05d}_{Path(name).stem}.png", batch.originals[j], amap,
                              cal.map_low, cal.map_high)

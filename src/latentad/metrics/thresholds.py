@@ -10,7 +10,6 @@ import math
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve
 
 from latentad.metrics.auroc import as_numpy, check_image_inputs
 
@@ -23,6 +22,8 @@ def f1_max(labels: Any, scores: Any) -> tuple[float, float]:
     y, s = check_image_inputs(labels, scores)
     if not (y == 1).any():
         raise ValueError("F1 needs at least one anomalous (1) image")
+    from sklearn.metrics import precision_recall_curve  # on use: calibration alone never pays its import
+
     precision, recall, thresholds = precision_recall_curve(y, s)
     precision, recall = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
     denom = precision + recall
