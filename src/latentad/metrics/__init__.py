@@ -4,21 +4,11 @@ Scores are "higher = more anomalous"; labels (N,) in {0,1}; masks (N,H,W) bool/{
 numpy arrays and torch tensors are both accepted.
 """
 
-from importlib import import_module
-from typing import Any
-
-# imported on first use: scoring and calibrating need only the thresholds, and the rest pulls in
-# scikit-learn and scipy.stats (1.8 s of a `latentad predict` start-up)
-_WHERE = {"AUPIMOResult": "aupimo", "aupimo": "aupimo", "aupro": "aupro", "image_auroc": "auroc",
-          "pixel_auroc": "auroc", "compute_metrics": "summary", "f1_max": "thresholds",
-          "threshold_for_fpr": "thresholds"}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'latentad.metrics' has no attribute {name!r}")
-    return getattr(import_module(f"latentad.metrics.{_WHERE[name]}"), name)
-
+from latentad.metrics.aupimo import AUPIMOResult, aupimo
+from latentad.metrics.aupro import aupro
+from latentad.metrics.auroc import image_auroc, pixel_auroc
+from latentad.metrics.summary import compute_metrics
+from latentad.metrics.thresholds import f1_max, threshold_for_fpr
 
 __all__ = [
     "AUPIMOResult",
