@@ -110,3 +110,9 @@ def test_options_that_would_be_ignored_are_refused(tmp_path):
     res = runner.invoke(app, ["benchmark", str(spec), "--executor", "dask", "--scheduler", "local:2", "--workers",
                               "3", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "--workers goes with" in res.output
+
+
+def test_a_p_value_that_underflows_is_not_printed_as_zero():
+    from latentad.experiments.tables import format_p
+
+    assert format_p(0.0) == "< 1e-300" and format_p(0.0123) == "0.0123"

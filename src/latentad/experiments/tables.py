@@ -156,7 +156,7 @@ def tables_markdown(rows: list[dict[str, Any]], tests: list[dict[str, Any]], tit
             "|---|---|---|---|---|---|---|---|",
         ]
         for t in tests:
-            p = "–" if t["p_value"] is None else f"{t['p_value']:.3g}"
+            p = "–" if t["p_value"] is None else format_p(t["p_value"])
             lines.append(
                 f"| {t['data']} | {t['a']} | {t['b']} | {t['values']} | {t['n_images']} | "
                 f"{t['mean_a']:.3f} | {t['mean_b']:.3f} | {p} |"
@@ -167,3 +167,9 @@ def tables_markdown(rows: list[dict[str, Any]], tests: list[dict[str, Any]], tit
             f"- {r['data']} / {r['label']} / seed {r['seed']}: {r['error']}" for r in failed
         ]
     return "\n".join(lines) + "\n"
+
+
+def format_p(p: float) -> str:
+    """A p-value for a table; one that underflows float64 reads "< 1e-300", not 0."""
+    return "< 1e-300" if p < 1e-300 else f"{p:.3g}"
+
