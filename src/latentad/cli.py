@@ -105,6 +105,9 @@ def fit(
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "32",
+    tune: Annotated[Path | None, typer.Option(help="TOML file with a [tune] table: candidate options chosen "
+                                                   "on a validation split of the normal training images "
+                                                   "with synthetic defects")] = None,
 ) -> None:
     """Train a detector on the normal images of DATA and save it to OUT."""
     from latentad.config import coerce_options
@@ -117,8 +120,13 @@ def fit(
         options = coerce_options(get_method(method).Config, parse_options(option))
         if epochs is not None:
             options["epochs"] = epochs
+        from latentad.tuning import read_tune_file
+
+        tune_table = read_tune_file(tune) if tune is not None else None
         summary = fit_run(out, method, data, fmt, parse_options(data_option), preset, options, seed, resume,
-                          force, calibration_fraction, target_fpr, device, precision)
+                          force, calibration_fraction, target_fpr, device, precision, tune=tune_table)
+        if tune_table is not None:
+            typer.echo(f"tuned: {json.dumps(json.loads((out / 'tuning.json').read_text())['chosen'])}")
         typer.echo(f"fitted {method} on {summary['n_train']} images in {summary['fit_seconds']:.1f} s -> {out}")
 
     _run_safely(go)

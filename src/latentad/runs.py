@@ -68,9 +68,12 @@ def calibrate(detector: Detector, normal: ImageSet, target_fpr: float, source: s
 
 def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, preset: str | None,
             options: dict, seed: int, resume: bool, force: bool, calibration_fraction: float,
-            target_fpr: float, device: str | None = None, precision: str | None = None) -> dict:
+            target_fpr: float, device: str | None = None, precision: str | None = None,
+            tune: dict | None = None) -> dict:
     """Train `method` on `data` and write the run folder; returns the fit summary. `device` and
-    `precision` are where it trains (recorded in config.json, not part of the saved model)."""
+    `precision` are where it trains (recorded in config.json, not part of the saved model). `tune`
+    (a `tuning.TuneSpec` table) first chooses among candidate options on a validation split of the
+    normal training images with synthetic defects (`latentad.tuning`); the choice is recorded."""
     if (run / "model" / "detector.json").exists() and not (resume or force):
         raise ConfigError(f"{run}: already holds a fitted model (use --force to overwrite or another --out)")
     detector = create(method, preset, device=device, precision=precision, seed=seed, **options)  # refused early
@@ -81,12 +84,18 @@ def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, pre
         raise ConfigError(f"--calibration-fraction {calibration_fraction}: must be in [0, 1)")
     split = open_split(data, fmt, data_options)
     fit_set, cal_set = holdout(split.train, calibration_fraction, seed)
+    tuning = None
+    if tune is not None:
+        tuning, options = _tuned(run, method, preset, options, tune, fit_set, seed, resume, device)
+        detector = create(method, preset, device=device, precision=precision, seed=seed, **options)
+        detector.set_checkpointing(run / "checkpoints", resume=resume)
     config = {
         "method": method, "preset": preset or "default", "options": options, "seed": seed,
         "data": {**split.info, "path": str(data), "format_option": fmt, "data_options": data_options},
         "calibration": {"fraction": calibration_fraction, "target_fpr": target_fpr,
                         "n_fit": len(fit_set), "n_calibration": len(cal_set) if cal_set else 0},
         "detector_config": asdict(detector.config),
+        **({"tuning": tuning} if tuning is not None else {}),
         "command": " ".join(["latentad", *sys.argv[1:]]),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "versions": {"latentad": __version__, "torch": torch.__version__, "python": platform.python_version()},
@@ -114,6 +123,24 @@ def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, pre
                "history": getattr(detector, "history", [])}
     io.write_json(run / "fit.json", summary)
     return summary
+
+
+def _tuned(run: Path, method: str, preset: str | None, options: dict, tune: dict, fit_set: ImageSet, seed: int,
+           resume: bool, device: str | None) -> tuple[dict, dict]:
+    """(tuning record, options with the choice merged); a resumed run keeps the choice it made."""
+    from latentad.tuning import TuneSpec
+    from latentad.tuning import tune as choose
+
+    spec = TuneSpec.parse(tune)
+    saved = run / "tuning.json"
+    if resume and saved.is_file():
+        record = io.read_json(saved)
+    else:
+        record = choose(method, preset, options, spec, fit_set, seed, device)
+        record["spec"] = tune
+        run.mkdir(parents=True, exist_ok=True)
+        io.write_json(saved, record)
+    return record, {**options, **record["chosen"]}
 
 
 def load_run(run: Path, device: str | None = None, precision: str | None = None) -> tuple[dict, Detector, Calibration]:

@@ -36,6 +36,7 @@ ROW_KEYS = [
     "threads",
     "warnings",
     "error",
+    "tuned",
 ]
 
 
@@ -91,18 +92,26 @@ def _fit_and_evaluate(cell: dict[str, Any], run: Path, resume: bool, device: str
     try:
         t0 = time.perf_counter()
         fit_run(run, m["name"], d["path"], d["format"], dict(d["options"]), m["preset"], dict(m["options"]),
-                cell["seed"], resume, True, cell["calibration_fraction"], cell["target_fpr"], device)
+                cell["seed"], resume, True, cell["calibration_fraction"], cell["target_fpr"], device,
+                tune=m.get("tune"))
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         metrics = evaluate_run(run, None, None, None, eval_size=cell["eval_size"], device=device).metrics
         return _row(cell, "done", **{k: metrics.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "aupimo",
                                                                  "f1_max")},
                     fit_seconds=round(fit_s, 2), eval_seconds=round(time.perf_counter() - t1, 2),
+                    tuned=_tuned(run),
                     threads=torch.get_num_threads())
     except (LatentADError, ValueError, RuntimeError, OSError, MemoryError) as exc:
         line = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         io.write_text(run / "error.txt", traceback.format_exc())
         return _row(cell, "failed", error=line, threads=torch.get_num_threads())
+
+
+def _tuned(run: Path) -> str | None:
+    """The options the cell's tuning chose (JSON), when it had a `tune` table."""
+    f = run / "tuning.json"
+    return json.dumps(json.loads(f.read_text())["chosen"], sort_keys=True) if f.is_file() else None
 
 
 def run_cell(cell: dict[str, Any], out: str, threads: int | None = None, device: str | None = None) -> dict[str, Any]:

@@ -16,6 +16,9 @@ methods x seeds. Every mistake is refused before any cell runs, in one line nami
     preset = "default"               # optional
     options = {image_size = 224}     # optional, as -o
     label = "padim-224"              # optional: the row name (default: the method, plus the preset)
+    tune = {candidates = [{levels = ["stage4"]}, {levels = ["stage3", "stage4"]}]}
+                                     # optional: options chosen per cell on a validation split of the
+                                     # normal training images with synthetic defects (latentad.tuning)
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from latentad.errors import ConfigError
 
 BENCHMARK_KEYS = {"seeds", "eval_size", "calibration_fraction", "target_fpr"}
 DATA_KEYS = {"name", "path", "root", "categories", "format", "options"}
-METHOD_KEYS = {"name", "preset", "options", "label"}
+METHOD_KEYS = {"name", "preset", "options", "label", "tune"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class MethodEntry:
     label: str
     preset: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    tune: dict[str, Any] | None = None
 
 
 @dataclass
@@ -63,7 +67,7 @@ class Spec:
         return [
             {
                 "data": asdict(d),
-                "method": asdict(m),
+                "method": _method_dict(m),
                 "seed": s,
                 "eval_size": self.eval_size,
                 "calibration_fraction": self.calibration_fraction,
@@ -73,6 +77,15 @@ class Spec:
             for m in self.methods
             for s in self.seeds
         ]
+
+
+def _method_dict(m: MethodEntry) -> dict[str, Any]:
+    """The entry as a cell carries it; without `tune` when there is none, so that cells finished
+    before the key existed still count as the same entry."""
+    d = asdict(m)
+    if d["tune"] is None:
+        del d["tune"]
+    return d
 
 
 def _unknown(where: str, table: dict, known: set[str]) -> None:
@@ -162,7 +175,17 @@ def _method_entry(i: int, t: dict) -> MethodEntry:
     except ConfigError as exc:
         raise ConfigError(f"{where} ({name}): {exc}") from None
     label = _typed(where, "label", t.get("label", name if preset is None else f"{name}-{preset}"), str, "a name")
-    return MethodEntry(name, label, preset, opts)
+    tune = None
+    if "tune" in t:
+        from latentad.tuning import TuneSpec
+
+        tune = _typed(where, "tune", t["tune"], dict, "a table")
+        for k, cand in enumerate(TuneSpec.parse(tune, f"{where} tune").candidates):
+            try:
+                cls.from_preset(preset, **{**opts, **cand})
+            except ConfigError as exc:
+                raise ConfigError(f"{where} tune candidate {k + 1} ({name}): {exc}") from None
+    return MethodEntry(name, label, preset, opts, tune)
 
 
 def parse_spec(text: str, source: str = "spec", base: Path | None = None) -> Spec:

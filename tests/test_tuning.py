@@ -1,0 +1,117 @@
+"""Choices made on a validation split of the normal training images with synthetic defects: the
+split, the choice and its record, and proof that no test image is read."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from latentad.cli import app
+from latentad.data.base import Record
+from latentad.data.synthetic import make_synthetic
+from latentad.errors import ConfigError
+from latentad.experiments.spec import parse_spec
+from latentad.tuning import TuneSpec, tune, validation_split
+
+CANDIDATES = [{"levels": ["stage4"]}, {"levels": ["stage3", "stage4"]}]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn") / "cat"
+    make_synthetic(root, n_train=12, n_test_good=3, n_test_defect=3, size=48)
+    return root
+
+
+def test_validation_split_holds_out_normal_images_with_and_without_a_defect():
+    train = make_synthetic(n_train=10, size=32).train
+    fit, val = validation_split(train, 0.3, seed=0)
+    assert len(fit) == 7 and len(val) == 6
+    assert list(val.labels) == [0, 1, 0, 1, 0, 1]
+    fit_paths = {r.path for r in fit.records}
+    held = [r.path for r in val.records if r.label == 0]
+    assert not fit_paths & set(held) and fit_paths | set(held) == {r.path for r in train.records}
+    batch = val.load_all()
+    masks = batch.masks.numpy() > 0.5
+    assert not masks[0::2].any() and all(m.any() for m in masks[1::2])
+    again = validation_split(train, 0.3, seed=0)[1].load_all()
+    assert np.array_equal(batch.images.numpy(), again.images.numpy())  # same seed, same defects
+    other = validation_split(train, 0.3, seed=1)[1]
+    assert [r.path for r in other.records] != [r.path for r in val.records]
+
+
+def test_too_few_images_and_bad_tables_are_refused_in_one_line():
+    with pytest.raises(ConfigError, match="too few"):
+        validation_split(make_synthetic(n_train=3, size=32).train, 0.2, seed=0)
+    with pytest.raises(ConfigError, match="at least two"):
+        TuneSpec.parse({"candidates": [{"levels": ["stage4"]}]})
+    with pytest.raises(ConfigError, match="criterion"):
+        TuneSpec.parse({"candidates": CANDIDATES, "criterion": "f1"})
+    with pytest.raises(ConfigError, match="unknown key 'fractio'"):
+        TuneSpec.parse({"candidates": CANDIDATES, "fractio": 0.2})
+
+
+def test_tune_keeps_the_best_candidate_by_its_criterion():
+    train = make_synthetic(n_train=12, size=48).train
+    record = tune("padim", None, {"image_size": 48}, TuneSpec.parse({"candidates": CANDIDATES}), train, seed=0)
+    assert record["criterion"] == "pixel_auroc"
+    values = [c["pixel_auroc"] for c in record["candidates"]]
+    assert len(values) == 2 and all(0 <= v <= 1 for v in values)
+    assert record["chosen"] == CANDIDATES[int(np.argmax(values))]
+    assert "no test image read" in record["data"]
+    with pytest.raises(ConfigError, match="gives no maps"):
+        tune("gaussian", None, {"image_size": 48}, TuneSpec.parse({"candidates": CANDIDATES,
+                                                                  "criterion": "pixel_auroc"}), train, 0)
+
+
+def test_fit_run_records_the_choice_and_never_reads_a_test_image(data, tmp_path, monkeypatch):
+    import latentad.runs as runs
+
+    opened = runs.open_split
+
+    def guarded(*args, **kwargs):
+        split = opened(*args, **kwargs)
+
+        def refuse(*_):
+            raise AssertionError("a test image was read during fit")
+
+        test = replace(split.test, records=[Record(r.path, r.label, r.defect_type, refuse) for r in split.test.records])
+        return replace(split, test=test)
+
+    monkeypatch.setattr(runs, "open_split", guarded)
+    out = tmp_path / "run"
+    runs.fit_run(out, "padim", str(data), "auto", {}, None, {"image_size": 48}, 0, False, False, 0.1, 0.01,
+                 tune={"candidates": CANDIDATES})
+    config = json.loads((out / "config.json").read_text())
+    chosen = config["tuning"]["chosen"]
+    assert chosen in CANDIDATES and list(config["detector_config"]["levels"]) == chosen["levels"]
+    assert json.loads((out / "tuning.json").read_text())["chosen"] == chosen
+
+
+def test_cli_fit_tune_file_and_its_errors(data, tmp_path):
+    runner = CliRunner()
+    f = tmp_path / "tune.toml"
+    f.write_text('[tune]\ncriterion = "mean"\ncandidates = [{sigma = 2.0}, {sigma = 4.0}]\n')
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["fit", "--method", "padim", "--data", str(data), "--out", str(out), "-o",
+                              "image_size=48", "--tune", str(f)])
+    assert res.exit_code == 0, res.output
+    assert "tuned: {\"sigma\"" in res.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[tune]\ncandidates = [{sigma = 2.0}]\n")
+    res = runner.invoke(app, ["fit", "--method", "padim", "--data", str(data), "--out", str(tmp_path / "r2"),
+                              "--tune", str(bad)])
+    assert res.exit_code == 2 and "at least two" in res.output and "Traceback" not in res.output
+
+
+def test_spec_tune_table_is_checked_before_any_cell_runs(data):
+    base = f'[[data]]\npath = "{data}"\n[[method]]\nname = "padim"\n'
+    spec = parse_spec(base + 'tune = {candidates = [{sigma = 2.0}, {sigma = 4.0}]}\n')
+    assert spec.cells()[0]["method"]["tune"]["candidates"][1] == {"sigma": 4.0}
+    assert "tune" not in parse_spec(base).cells()[0]["method"]  # older finished cells keep matching
+    with pytest.raises(ConfigError, match=r"\[\[method\]\] 1 tune candidate 2 \(padim\).*sigma"):
+        parse_spec(base + 'tune = {candidates = [{sigma = 2.0}, {sigma = -1.0}]}\n')
+    with pytest.raises(ConfigError, match=r"\[\[method\]\] 1 tune: candidates"):
+        parse_spec(base + "tune = {candidates = []}\n")
