@@ -104,6 +104,10 @@ def test_cli_fit_tune_file_and_its_errors(data, tmp_path):
     res = runner.invoke(app, ["fit", "--method", "padim", "--data", str(data), "--out", str(tmp_path / "r2"),
                               "--tune", str(bad)])
     assert res.exit_code == 2 and "at least two" in res.output and "Traceback" not in res.output
+    bad.write_text("[tune]\ncandidates = [{sigma = 2.0}, {sigma = -1.0}]\n")
+    res = runner.invoke(app, ["fit", "--method", "padim", "--data", str(data), "--out", str(tmp_path / "r3"),
+                              "--tune", str(bad)])
+    assert res.exit_code == 2 and "tune candidate 2 (padim)" in res.output and "Traceback" not in res.output
 
 
 def test_spec_tune_table_is_checked_before_any_cell_runs(data):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import tomllib
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ class TuneSpec:
     criterion: str = "auto"
     fraction: float = 0.2
     kinds: tuple[str, ...] = KINDS
-    keys: list[str] = field(default_factory=list)
 
     @staticmethod
     def parse(raw: dict[str, Any], where: str = "tune") -> TuneSpec:
@@ -58,8 +57,7 @@ class TuneSpec:
         kinds = raw.get("kinds", list(KINDS))
         if not isinstance(kinds, list) or not kinds or any(k not in KINDS for k in kinds):
             raise ConfigError(f"{where}: kinds = {kinds!r} must be a non-empty list of {', '.join(KINDS)}")
-        keys = sorted({k for c in cands for k in c})
-        return TuneSpec([dict(c) for c in cands], criterion, float(fraction), tuple(kinds), keys)
+        return TuneSpec([dict(c) for c in cands], criterion, float(fraction), tuple(kinds))
 
 
 def read_tune_file(path: Path) -> dict[str, Any]:
@@ -147,7 +145,13 @@ def tune(method: str, preset: str | None, options: dict[str, Any], spec: TuneSpe
     from latentad.detectors.base import get_method
     from latentad.progress import track
 
-    localizes = get_method(method).localizes
+    cls = get_method(method)
+    for k, cand in enumerate(spec.candidates):  # every candidate refused before the first one is fitted
+        try:
+            cls.from_preset(preset, **{**options, **cand})
+        except ConfigError as exc:
+            raise ConfigError(f"tune candidate {k + 1} ({method}): {exc}") from None
+    localizes = cls.localizes
     criterion = spec.criterion if spec.criterion != "auto" else ("pixel_auroc" if localizes else "image_auroc")
     if criterion == "pixel_auroc" and not localizes:
         raise ConfigError(f"tune: criterion pixel_auroc, but {method} gives no maps (use image_auroc)")
