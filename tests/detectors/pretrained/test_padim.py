@@ -73,3 +73,49 @@ def test_image_score_is_the_map_maximum(tiny_net, tiny_split):
     det = PaDiM(backbone=tiny_net(), levels=("layer1",), image_size=32, feature_stride=4).fit(tiny_split.train)
     pred = det.predict(tiny_split.test)
     np.testing.assert_allclose(pred.image_scores, pred.anomaly_maps.reshape(len(pred.image_scores), -1).max(1))
+
+
+def test_shared_covariances_match_numpy():
+    x = _samples(n=30, p=3, d=4)
+    acc = GaussianAccumulator()
+    for s in range(0, len(x), 7):
+        acc.update(torch.from_numpy(x[s : s + 7]))
+    mean, within = acc.shared("covariance")
+    centred = x - x.mean(0, keepdims=True)  # each position about its own mean
+    ref = np.einsum("npi,npj->ij", centred, centred) / (3 * (30 - 1))
+    np.testing.assert_allclose(mean.numpy(), x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(within[0].numpy(), ref, rtol=1e-9)
+    mu, total = acc.shared("all")
+    flat = x.reshape(-1, 4)
+    np.testing.assert_allclose(mu[0].numpy(), flat.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(total[0].numpy(), np.cov(flat.T), rtol=1e-9)
+
+
+def test_npca_precision_keeps_only_the_low_variance_components():
+    from latentad.detectors.pretrained.padim import precision_of
+
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    vals = np.array([100.0, 10.0, 1.0, 0.1])  # the first explains 90 % of the variance
+    cov = torch.from_numpy((q * vals) @ q.T)[None]
+    full = precision_of(cov).numpy()[0]
+    np.testing.assert_allclose(full, np.linalg.inv(cov[0].numpy()), rtol=1e-8, atol=1e-10)
+    low = precision_of(cov, npca=0.9).numpy()[0]  # drops the first component only
+    ref = (q[:, 1:] / vals[1:]) @ q[:, 1:].T
+    np.testing.assert_allclose(low, ref, rtol=1e-8, atol=1e-10)
+    assert abs(q[:, 0] @ low @ q[:, 0]) < 1e-8
+
+
+def test_share_center_npca_options_fit_and_score(tiny_net, tiny_split):
+    opts = {"levels": ("layer1", "layer2"), "image_size": 32, "feature_stride": 8}
+    for extra, shape in (({"share": "covariance"}, (16, None)), ({"share": "all", "npca": 0.5}, (1, None)),
+                         ({"center": "image"}, (16, None))):
+        det = PaDiM(backbone=tiny_net(), **opts, **extra).fit(tiny_split.train)
+        assert det.mean.shape[0] == shape[0]
+        assert det.precision.shape[0] == (16 if extra.get("share", "none") == "none" else 1)
+        pred = det.predict(tiny_split.test)
+        assert np.isfinite(pred.image_scores).all() and pred.anomaly_maps.shape[1:] == (32, 32)
+    with pytest.raises(ConfigError, match="ledoit_wolf"):
+        PaDiM(backbone=tiny_net(), covariance="ledoit_wolf", share="all", **opts)
+    with pytest.raises(ConfigError, match="npca"):
+        PaDiM(backbone=tiny_net(), npca=1.5, **opts)

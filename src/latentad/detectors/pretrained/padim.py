@@ -11,6 +11,19 @@ input size and smoothed by a Gaussian of sigma 4; the image score is the map's m
 Fitting streams over the batches: only per-position sums and sums of outer products are held (float64,
 positions x d x d), never the features of all images. Scoring is one batched matrix product per batch.
 
+Options from the analysis (docs/ANALYSIS.md, magnetic tile; off by default, issue 14):
+- `share="covariance"`: keep a mean per position but fit one covariance to the within-position
+  scatter of all positions; `share="all"`: one Gaussian for every position. Why: the analysis found
+  that the low-variance components carry the defects (bottom-k 0.829 vs top-k 0.675 on magnetic
+  tile), and with n training images per position in d = 176 dimensions those are the directions a
+  per-position covariance estimates worst (eps = 0.01 then swamps them); pooling positions gives
+  P times more samples. It also fits textures that are not aligned from image to image.
+- `npca=t`: Rippel's NPCA on each Gaussian: the leading principal components explaining a fraction
+  t of the variance are left out of the distance.
+- `center="image"`: subtract each image's own mean patch feature (per channel) before the Gaussian:
+  a per-image normalisation of texture statistics, for sets whose brightness / grain varies from
+  image to image more than between a defect and its surroundings.
+
 Differences from the paper: EfficientNet-Lite0 stages 2-4 (24+40+112 = 176 channels) instead of
 ResNet-18 layers 1-3 (448, 100 kept) or WideResNet-50 (1792, 550 kept); by default the patch grid is at
 stride 8 (the paper uses the stride-4 grid of layer 1: the `paper` preset).
@@ -34,7 +47,10 @@ from latentad.errors import ConfigError
 class PaDiMConfig(PretrainedConfig):
     """feature_stride: patch grid stride; n_features: random channel subset size (0 = all channels);
     eps: covariance regulariser; covariance: "plain" (+ eps I) or "ledoit_wolf" (+ eps I);
-    sigma: Gaussian blur of the map in input pixels."""
+    sigma: Gaussian blur of the map in input pixels; share: "none" (a Gaussian per position),
+    "covariance" (per-position means, one pooled covariance) or "all" (one Gaussian); npca: drop the
+    leading components explaining this variance fraction (0 = off); center: "image" subtracts each
+    image's mean patch feature."""
 
     levels: tuple[str, ...] | None = None
     feature_stride: int = 8
@@ -42,8 +58,12 @@ class PaDiMConfig(PretrainedConfig):
     eps: float = 0.01
     covariance: Literal["plain", "ledoit_wolf"] = "plain"
     sigma: float = 4.0
+    share: Literal["none", "covariance", "all"] = "none"
+    npca: float = 0.0
+    center: Literal["none", "image"] = "none"
     bounds: ClassVar[dict[str, Bound]] = {"feature_stride": AT_LEAST_ONE, "n_features": NON_NEGATIVE,
-                                          "eps": NON_NEGATIVE, "sigma": NON_NEGATIVE}
+                                          "eps": NON_NEGATIVE, "sigma": NON_NEGATIVE,
+                                          "npca": Bound(ge=0, lt=1)}
 
 
 class GaussianAccumulator:
@@ -90,6 +110,18 @@ class GaussianAccumulator:
         scatter = self.s2 - self.n * v[:, :, None] * v[:, None, :]
         return v + self.shift, scatter / (self.n - 1 if unbiased else self.n)
 
+    def shared(self, share: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (P,d) and one covariance (1,d,d) of the within-position scatter ("covariance"), or one
+        mean (1,d) and the covariance about it ("all"), pooled over the P positions."""
+        mean, cov = self.mean_cov(unbiased=False)
+        p, n = mean.shape[0], self.n
+        within = cov.sum(0, keepdim=True) * n  # summed within-position scatter
+        if share == "covariance":
+            return mean, within / (p * (n - 1))
+        mu = mean.mean(0, keepdim=True)
+        dev = mean - mu
+        return mu, (within + n * dev.T @ dev) / (p * n - 1)
+
     def ledoit_wolf(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and Ledoit-Wolf shrunk covariance per position, exactly as
         sklearn.covariance.LedoitWolf (biased empirical covariance, shrinkage towards mu * I)."""
@@ -117,6 +149,20 @@ class GaussianAccumulator:
         return mean, cov
 
 
+def precision_of(cov: torch.Tensor, npca: float = 0.0) -> torch.Tensor:
+    """Inverse of each (d,d) covariance; with npca = t > 0, the pseudo-inverse restricted to the
+    components left once the leading ones explaining a fraction t of the variance are dropped."""
+    if not npca:
+        return torch.cholesky_inverse(torch.linalg.cholesky(cov))
+    vals, vecs = torch.linalg.eigh(cov)  # ascending
+    desc = vals.flip(-1)
+    before = (desc.cumsum(-1) - desc) / desc.sum(-1, keepdim=True)  # variance before each component
+    keep = (before >= npca - 1e-12).flip(-1)
+    keep[..., 0] = True  # at least the lowest-variance component
+    w = torch.where(keep, 1.0 / vals, torch.zeros_like(vals))
+    return (vecs * w[..., None, :]) @ vecs.transpose(-1, -2)
+
+
 class PaDiM(PretrainedDetector):
     """PaDiM (Defard et al. 2021): one Gaussian per patch position, Mahalanobis map, max = image score."""
 
@@ -135,7 +181,9 @@ class PaDiM(PretrainedDetector):
 
     def __init__(self, config: PaDiMConfig | None = None, backbone=None, **overrides: Any) -> None:
         super().__init__(config, backbone, **overrides)
-        self.mean: torch.Tensor | None = None  # (P, d)
+        if self.config.covariance == "ledoit_wolf" and self.config.share != "none":
+            raise ConfigError(f"padim: covariance=ledoit_wolf works per position only (got share={self.config.share})")
+        self.mean: torch.Tensor | None = None  # (P, d), or (1, d) with share="all"
         self.precision: torch.Tensor | None = None  # (P, d, d)
         self.channels: torch.Tensor | None = None  # (d,) indices into the concatenated channels
 
@@ -147,7 +195,12 @@ class PaDiM(PretrainedDetector):
                 gen = torch.Generator().manual_seed(cfg.seed)
                 k = cfg.n_features if 0 < cfg.n_features < total else total
                 self.channels = torch.sort(torch.randperm(total, generator=gen)[:k]).values.to(g.device)
-            yield g[:, self.channels]  # (B, d, g, g)
+            yield self.select(g)  # (B, d, g, g)
+
+    def select(self, g: torch.Tensor) -> torch.Tensor:
+        """The kept channels of a patch grid, centred on the image's mean patch when center="image"."""
+        g = g[:, self.channels]
+        return g - g.mean((2, 3), keepdim=True) if self.config.center == "image" else g
 
     def fit(self, train: ImageSet) -> PaDiM:
         cfg = self.config
@@ -157,11 +210,13 @@ class PaDiM(PretrainedDetector):
         for g in self._grids(train, progress="padim: features"):
             acc.update(g.flatten(2).transpose(1, 2))  # (B, P, d)
         with few_threads():  # one small LAPACK call per position
-            mean, cov = acc.ledoit_wolf() if cfg.covariance == "ledoit_wolf" else acc.mean_cov()
+            if cfg.share != "none":
+                mean, cov = acc.shared(cfg.share)
+            else:
+                mean, cov = acc.ledoit_wolf() if cfg.covariance == "ledoit_wolf" else acc.mean_cov()
             d = cov.shape[-1]
             cov = cov + cfg.eps * torch.eye(d, dtype=cov.dtype, device=cov.device)
-            chol = torch.linalg.cholesky(cov)
-            self.precision = torch.cholesky_inverse(chol).float().contiguous().to(self.device)
+            self.precision = precision_of(cov, cfg.npca).float().contiguous().to(self.device)
         self.mean = mean.float().contiguous().to(self.device)
         self.fitted = True
         return self
@@ -170,12 +225,15 @@ class PaDiM(PretrainedDetector):
         """(B,d,h,w) features -> (B,h,w) Mahalanobis distances to each position's Gaussian."""
         b, d, h, w = g.shape
         delta = (g.flatten(2).permute(2, 0, 1) - self.mean[:, None, :]).contiguous()  # (P, B, d)
-        y = torch.bmm(delta, self.precision)  # (P, B, d); contiguous operands: see update()
+        if self.precision.shape[0] == 1:  # one shared covariance
+            y = delta @ self.precision[0]
+        else:
+            y = torch.bmm(delta, self.precision)  # (P, B, d); contiguous operands: see update()
         d2 = (y * delta).sum(-1).clamp_min_(0)  # (P, B)
         return d2.sqrt().T.reshape(b, h, w)
 
     def score_features(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        maps = self.smooth_maps(self.mahalanobis(self.patch_grid(feats)[:, self.channels]), self.config.sigma)
+        maps = self.smooth_maps(self.mahalanobis(self.select(self.patch_grid(feats))), self.config.sigma)
         return maps.flatten(1).amax(1), maps
 
     def embed(self, images: Images) -> Latents:
