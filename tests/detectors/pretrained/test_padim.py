@@ -8,7 +8,8 @@ import torch
 from scipy.spatial.distance import mahalanobis
 from sklearn.covariance import LedoitWolf
 
-from latentad.detectors.pretrained.padim import GaussianAccumulator, PaDiM
+from latentad.detectors.gaussians import GaussianAccumulator, precision_of
+from latentad.detectors.pretrained.padim import PaDiM
 from latentad.errors import ConfigError
 
 
@@ -92,8 +93,6 @@ def test_shared_covariances_match_numpy():
 
 
 def test_npca_precision_keeps_only_the_low_variance_components():
-    from latentad.detectors.pretrained.padim import precision_of
-
     rng = np.random.default_rng(0)
     q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
     vals = np.array([100.0, 10.0, 1.0, 0.1])  # the first explains 90 % of the variance

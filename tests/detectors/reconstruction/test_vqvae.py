@@ -203,3 +203,25 @@ def test_code_usage_is_one_definition_for_training_and_inference():
     vq = VectorQuantizer(4, 2)
     vq.epoch_counts.copy_(torch.tensor([2.0, 2.0, 0.0, 0.0]))
     assert vq.usage() == stats and code_usage(vq.epoch_counts)["codes_used"] == 0  # reset after reading
+
+
+def test_gaussian_am_is_the_mahalanobis_distance_to_the_normal_latents(images, tmp_path):
+    det = create("vqvae_ssim_am", am="gaussian", **TINY).fit(images)
+    z = det.embed(images)["z_e"].double()  # (N, D, h, w)
+    n, d, h, w = z.shape
+    assert det.latent_mean.shape == (h * w, d) and det.latent_precision.shape == (h * w, d, d)
+    pos = 3
+    x = z.flatten(2)[:, :, pos]
+    np.testing.assert_allclose(det.latent_mean[pos].double().numpy(), x.mean(0).numpy(), rtol=1e-5, atol=1e-6)
+    delta = (x[0] - det.latent_mean[pos].double())
+    ref = float(delta @ det.latent_precision[pos].double() @ delta)
+    got = det.latent_mahalanobis(z[:1].float())[0].reshape(-1)[pos]
+    assert float(got) == pytest.approx(ref, rel=1e-3)
+    # the same network with the paper's AM gives other maps; save / load keeps the latent Gaussian
+    plain = create("vqvae_ssim_am", **TINY).fit(images)
+    assert not np.allclose(plain.predict(images).anomaly_maps, det.predict(images).anomaly_maps)
+    det.save(tmp_path / "g")
+    loaded = Detector.load(tmp_path / "g")
+    assert np.array_equal(loaded.predict(images).anomaly_maps, det.predict(images).anomaly_maps)
+    with pytest.raises(ConfigError, match="am"):
+        create("vqvae_ssim_am", am="knn", **TINY)
