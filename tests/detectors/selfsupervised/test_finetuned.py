@@ -7,7 +7,7 @@ import torch
 
 from latentad import create, load
 from latentad.data.synthetic import make_synthetic
-from latentad.detectors.selfsupervised.finetune import nt_xent, sup_con, with_defects
+from latentad.detectors.selfsupervised.finetune import nt_xent, sup_con, views, with_defects
 
 TINY = {"image_size": 64, "epochs": 1, "batch_size": 6}
 
@@ -35,8 +35,23 @@ def test_synthetic_defect_views_differ_from_their_source():
     assert d.shape == x.shape and len(kinds) == 3 and not torch.allclose(d, x, atol=1 / 255)
 
 
+def test_views_without_photometric_jitter_keep_the_same_crops():
+    x = torch.linspace(0.2, 0.8, 32).repeat(2, 3, 32, 1)  # a horizontal ramp
+    torch.manual_seed(3)
+    jittered = views(x)
+    torch.manual_seed(3)
+    plain = views(x, photometric=False)
+    assert not torch.allclose(jittered, plain, atol=1e-3)  # brightness / contrast changed
+    for a, b in zip(jittered, plain, strict=True):  # ... by an affine map of the same crop
+        coef = np.polyfit(b.flatten().numpy(), a.flatten().numpy(), 1)
+        np.testing.assert_allclose(np.polyval(coef, b.flatten().numpy()), a.flatten().numpy(), atol=1e-4)
+    const = torch.full((2, 3, 32, 32), 0.5)
+    assert torch.allclose(views(const, photometric=False), const)
+
+
 @pytest.mark.parametrize("method, options", [("ssl_gaussian", {"objective": "contrastive"}),
                                              ("ssl_gaussian", {"objective": "synthetic", "init": "random"}),
+                                             ("ssl_gaussian", {"objective": "contrastive", "photometric": False}),
                                              ("cutpaste", {})])
 def test_fit_predict_embed_save_load(method, options, split, tmp_path):
     det = create(method, **TINY, **options).fit(split.train)

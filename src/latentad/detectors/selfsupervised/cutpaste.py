@@ -49,7 +49,7 @@ class CutPaste(FineTunedGaussian):
     presets: ClassVar[dict[str, dict[str, Any]]] = {"mnist": _MNIST, "paper_cifar": _SMALL}
 
     def objective_loss(self, model: Encoder, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        base = views(x)
+        base = views(x, self.config.photometric)
         cut, _ = with_defects(base, ("cutpaste",))
         scar, _ = with_defects(base, ("scar",))
         logits = model.logits(torch.cat([base, cut, scar]))

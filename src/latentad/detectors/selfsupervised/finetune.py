@@ -51,6 +51,10 @@ class FineTuneConfig(TrainingConfig):
     batch_size: int = 16
     augment_to: int | None = None
     max_angle: float = 15.0
+    # brightness / contrast jitter of the training views; off: the encoder is not taught to ignore
+    # shading (docs/ANALYSIS.md, magnetic tile: the fine-tuning lost separation in the low-variance
+    # directions that carried the defects, and shading is what marks some of them); issue 14
+    photometric: bool = True
     sigma: float = 4.0  # blur of the map (PaDiM's)
     score: Literal["mean", "max"] = "max"  # unused by the Gaussians; kept for the shared schedule
     bounds: ClassVar[dict[str, Bound]] = {"proj_dim": AT_LEAST_ONE, "temperature": POSITIVE, "sigma": Bound(ge=0)}
@@ -104,9 +108,10 @@ def sup_con(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.
     return -(log_prob.masked_fill(~positive, 0).sum(1) / positive.sum(1).clamp_min(1)).mean()
 
 
-def views(x: torch.Tensor) -> torch.Tensor:
+def views(x: torch.Tensor, photometric: bool = True) -> torch.Tensor:
     """A random view of each image (global torch generator, seeded per epoch by train_model):
-    a random resized crop (80-100 % of the side), a flip, brightness / contrast jitter."""
+    a random resized crop (80-100 % of the side), a flip, brightness / contrast jitter (photometric;
+    without it the same random numbers are drawn, so the crops and flips stay the same)."""
     b, _, h, w = x.shape
     out = []
     for img in x:
@@ -119,7 +124,7 @@ def views(x: torch.Tensor) -> torch.Tensor:
         if torch.rand(()) < 0.5:
             v = v.flip(-1)
         gain, shift = torch.empty(()).uniform_(0.8, 1.2), torch.empty(()).uniform_(-0.08, 0.08)
-        out.append(((v - v.mean()) * gain + v.mean() + shift).clamp(0, 1))
+        out.append(((v - v.mean()) * gain + v.mean() + shift).clamp(0, 1) if photometric else v)
     return torch.stack(out)
 
 

@@ -77,10 +77,11 @@ class SSLGaussian(FineTunedGaussian):
         t = self.config.temperature
         terms: dict[str, torch.Tensor] = {}
         if self.config.objective in ("contrastive", "both"):
-            terms["nt_xent"] = nt_xent(model(views(x)), model(views(x)), t)
+            jitter = self.config.photometric
+            terms["nt_xent"] = nt_xent(model(views(x, jitter)), model(views(x, jitter)), t)
         if self.config.objective in ("synthetic", "both"):
-            normal = views(x)
-            defect, _ = with_defects(views(x))
+            normal = views(x, self.config.photometric)
+            defect, _ = with_defects(views(x, self.config.photometric))
             labels = torch.cat([torch.zeros(len(x)), torch.ones(len(x))]).to(x.device)
             terms["supcon"] = sup_con(torch.cat([model(normal), model(defect)]), labels, t)
         return {"loss": sum(terms.values()), **{k: v.detach() for k, v in terms.items()}}
