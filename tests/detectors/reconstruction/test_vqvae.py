@@ -225,3 +225,6 @@ def test_gaussian_am_is_the_mahalanobis_distance_to_the_normal_latents(images, t
     assert np.array_equal(loaded.predict(images).anomaly_maps, det.predict(images).anomaly_maps)
     with pytest.raises(ConfigError, match="am"):
         create("vqvae_ssim_am", am="knn", **TINY)
+    with pytest.raises(ConfigError, match="alignment map"):  # an option vqvae_ssim would ignore
+        create("vqvae_ssim", am="gaussian", **TINY)
+    assert det.scored_as("vqvae_ssim").config.am == "code"

@@ -46,7 +46,7 @@ training on one thread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -331,6 +331,8 @@ class VQVAE(TrainableDetector):
 
     def __init__(self, config: DetectorConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
+        if self.config.am != "code" and not self.use_am and type(self) is not VQVAE:
+            raise ConfigError(f"{self.name}: am={self.config.am} needs the alignment map (use vqvae_ssim_am)")
         self.model = self.build_model()
         self.latent_mean: torch.Tensor | None = None  # am="gaussian": (P, D) per latent position
         self.latent_precision: torch.Tensor | None = None  # (P, D, D)
@@ -445,7 +447,7 @@ class VQVAE(TrainableDetector):
         cls = {"vqvae_ssim": VQVAESSIM, "vqvae_ssim_am": VQVAESSIMAM}.get(method)
         if cls is None:
             raise ConfigError(f"{self.name}: can be scored as vqvae_ssim or vqvae_ssim_am, not {method!r}")
-        other = cls(self.config)
+        other = cls(self.config if cls.use_am else replace(self.config, am="code"))
         other.model, other.history, other.fitted = self.model, self.history, True
         other.latent_mean, other.latent_precision = self.latent_mean, self.latent_precision
         return other
