@@ -116,3 +116,29 @@ def test_a_p_value_that_underflows_is_not_printed_as_zero():
     from latentad.experiments.tables import format_p
 
     assert format_p(0.0) == "< 1e-300" and format_p(0.0123) == "0.0123"
+
+
+def test_paired_tests_give_detection_and_aupimo_tests(tmp_path):
+    import numpy as np
+
+    from latentad.experiments.cells import cell_dir
+    from latentad.experiments.tables import paired_tests
+
+    rng = np.random.default_rng(0)
+    normal, anomalous = rng.normal(size=20), rng.normal(size=12)  # the same images for both methods
+    cells, rows = [], []
+    for label, shift in (("a", 0.0), ("b", 1.0)):
+        cell = {"data": {"name": "d"}, "method": {"label": label}, "seed": 0}
+        folder = cell_dir(tmp_path, cell)
+        folder.mkdir(parents=True)
+        lines = ["path,label,score,aupimo"]
+        lines += [f"n{i},0,{v:.6f}," for i, v in enumerate(normal)]
+        lines += [f"x{i},1,{v + shift:.6f},0.0" for i, v in enumerate(anomalous)]  # AUPIMO all 0
+        (folder / "scores.csv").write_text("\n".join(lines) + "\n")
+        cells.append(cell)
+        rows.append({"data": "d", "label": label, "seed": 0, "status": "done"})
+    tests = {t["values"]: t for t in paired_tests(tmp_path, cells, rows)}
+    assert set(tests) == {"per-image AUROC term", "per-image AUPIMO"}
+    assert tests["per-image AUPIMO"]["p_value"] is None  # identical values: no test
+    det = tests["per-image AUROC term"]
+    assert det["n_images"] == 12 and det["mean_b"] > det["mean_a"] and det["p_value"] < 0.05
