@@ -15,7 +15,7 @@ import torch
 from latentad.analysis.collect import Collected
 from latentad.analysis.levels import upsampled
 from latentad.analysis.normal_model import auroc
-from latentad.detectors.reconstruction.vqvae import code_usage
+from latentad.detectors.reconstruction.vqvae_model import code_usage
 from latentad.metrics.auroc import pixel_auroc
 from latentad.report.figures import plt, save_figure
 
