@@ -182,8 +182,9 @@ class VQVAE(TrainableDetector):
             acc.update(z.flatten(2).transpose(1, 2))  # (B, P, D)
         mean, cov = acc.ledoit_wolf()
         eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-        self.latent_precision = precision_of(cov + 1e-6 * eye).float().contiguous()
-        self.latent_mean = mean.float().contiguous()
+        # on the model's device (the accumulator sums on the CPU for MPS, which has no float64)
+        self.latent_precision = precision_of(cov + 1e-6 * eye).float().contiguous().to(self.device)
+        self.latent_mean = mean.float().contiguous().to(self.device)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         extra = {} if self.latent_mean is None else {"latent_gaussian.mean": self.latent_mean,
