@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from latentad.data.base import ImageSet, Record
-from latentad.data.defects import KINDS, add_defect
+from latentad.data.defects import ALL_KINDS, KINDS, add_defect
 from latentad.errors import ConfigError
 
 CRITERIA = ("auto", "image_auroc", "pixel_auroc", "mean")
@@ -55,8 +55,8 @@ class TuneSpec:
         if not isinstance(fraction, int | float) or isinstance(fraction, bool) or not 0 < fraction < 1:
             raise ConfigError(f"{where}: fraction = {fraction!r} must be a number in (0, 1)")
         kinds = raw.get("kinds", list(KINDS))
-        if not isinstance(kinds, list) or not kinds or any(k not in KINDS for k in kinds):
-            raise ConfigError(f"{where}: kinds = {kinds!r} must be a non-empty list of {', '.join(KINDS)}")
+        if not isinstance(kinds, list) or not kinds or any(k not in ALL_KINDS for k in kinds):
+            raise ConfigError(f"{where}: kinds = {kinds!r} must be a non-empty list of {', '.join(ALL_KINDS)}")
         return TuneSpec([dict(c) for c in cands], criterion, float(fraction), tuple(kinds))
 
 

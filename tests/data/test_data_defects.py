@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from latentad.data.defects import KINDS, add_defect
+from latentad.data.defects import ALL_KINDS, KINDS, add_defect
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_a_defect_changes_the_image_inside_its_mask_only(kind):
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:64, 0:96]
@@ -26,3 +26,14 @@ def test_same_seed_same_defect_and_unknown_kind_refused():
     assert a[2] == b[2] and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     with pytest.raises(ValueError, match="defect kind"):
         add_defect(image, np.random.default_rng(0), "smudge")
+
+
+def test_a_band_runs_from_one_edge_over_a_large_share_and_is_not_drawn_by_default():
+    image = np.random.default_rng(1).integers(0, 255, size=(80, 60, 3)).astype(np.uint8)
+    for seed in range(8):
+        _, mask, _ = add_defect(image, np.random.default_rng(seed), "band")
+        assert 0.1 < mask.mean() < 0.5
+        edges = [mask[0].all(), mask[-1].all(), mask[:, 0].all(), mask[:, -1].all()]
+        assert sum(edges) == 1  # one whole edge is inside the band
+    drawn = {add_defect(image, np.random.default_rng(s))[2] for s in range(40)}
+    assert drawn == set(KINDS)

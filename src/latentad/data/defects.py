@@ -7,6 +7,13 @@ Three kinds, as the self-supervised literature draws them:
 - `blend` (DRAEM, Zavrtanik et al. 2021): a thresholded smooth-noise region of the image replaced by
   a blend with a shuffled copy of another image region (a stain with irregular borders).
 
+A fourth kind, `band`, is drawn only when asked for (it is not among the defaults): a band from one
+edge over 15-45 % of the image, its border a little wavy, whose texture is changed as a different
+finishing pass would change it (blurred or sharpened, a mild gain and shift). Why: the default kinds
+are small (at most 8 % of the image) while a surface finished unevenly (magnetic tile's "uneven"
+class, as the data set's authors name it) changes a large region whose local texture is still
+plausible; a validation split with only small defects cannot tell candidates apart on such defects.
+
 Everything is drawn from one `numpy.random.Generator`, so a seed gives the same defects.
 """
 
@@ -16,7 +23,8 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-KINDS = ("cutpaste", "scar", "blend")
+KINDS = ("cutpaste", "scar", "blend")  # drawn when no kind is named
+ALL_KINDS = (*KINDS, "band")
 
 
 def _jitter(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -60,6 +68,25 @@ def _blend(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.
     return np.clip(out, 0, 255).astype(np.uint8), mask
 
 
+def _band(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    h, w = image.shape[:2]
+    horizontal = bool(rng.integers(2))
+    n, m = (h, w) if horizontal else (w, h)  # n: across the band, m: along it
+    wave = gaussian_filter(rng.normal(size=m), sigma=max(2.0, m / 8))
+    edge = rng.uniform(0.15, 0.45) * n + 0.03 * n * wave / (wave.std() + 1e-12)  # a wavy border
+    depth = np.arange(n)[:, None] < edge[None, :]  # (n, m): the band starts at the first row / column
+    if rng.integers(2):
+        depth = depth[::-1]
+    mask = depth if horizontal else depth.T
+    x = image.astype(np.float64)
+    smooth = gaussian_filter(x, sigma=(rng.uniform(1.0, 3.0),) * 2 + (0,))
+    changed = smooth if rng.integers(2) else x + rng.uniform(1.0, 2.0) * (x - smooth)  # blurred or sharpened
+    changed = changed * rng.uniform(0.85, 1.15) + rng.uniform(-15, 15)
+    out = x.copy()
+    out[mask] = changed[mask]
+    return np.clip(out, 0, 255).astype(np.uint8), mask.copy()
+
+
 def add_defect(image: np.ndarray, rng: np.random.Generator, kind: str | None = None
                ) -> tuple[np.ndarray, np.ndarray, str]:
     """(image with one synthetic defect HxWxC uint8, its mask HxW bool, the kind drawn)."""
@@ -70,6 +97,8 @@ def add_defect(image: np.ndarray, rng: np.random.Generator, kind: str | None = N
         out, mask = _paste(image, rng, (0.002, 0.006), (0.05, 0.15), float(rng.uniform(-45, 45)))
     elif kind == "blend":
         out, mask = _blend(image, rng)
+    elif kind == "band":
+        out, mask = _band(image, rng)
     else:
-        raise ValueError(f"defect kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        raise ValueError(f"defect kind must be one of {', '.join(ALL_KINDS)}, not {kind!r}")
     return out, mask, kind

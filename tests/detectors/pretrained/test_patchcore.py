@@ -57,6 +57,28 @@ def test_pca_embedding_is_stored_and_used(tiny_net, tiny_split):
     torch.testing.assert_close(gram, torch.eye(5), atol=1e-5, rtol=0)
 
 
+def test_whitened_search_is_a_mahalanobis_nearest_neighbour(tiny_net, tiny_split):
+    """whiten=true: the map's patch scores are min over the bank of sqrt((p - m)^T (C + eps I)^-1 (p - m)),
+    C the training patches' covariance, with every direction kept (embed_dim=0)."""
+    det = _fitted(tiny_net, tiny_split, whiten=True, eps=0.05, coreset_ratio=0.5, max_memory=50, sigma=0.0,
+                  num_neighbors=1)
+    train = torch.cat(list(det.patch_grids(tiny_split.train.load_all().images)))
+    flat = train.permute(0, 2, 3, 1).reshape(-1, train.shape[1]).double()
+    cov = torch.cov(flat.T) + 0.05 * torch.eye(flat.shape[1], dtype=torch.float64)
+    prec = torch.linalg.inv(cov)
+    bank = det.memory.double() @ torch.linalg.pinv(det.components.double()) + det.mean.double()  # raw features
+    x = tiny_split.test.load_all().images
+    grids = torch.cat(list(det.patch_grids(x)))
+    b, d, h, w = grids.shape
+    patches = grids.permute(0, 2, 3, 1).reshape(b * h * w, d).double()
+    delta = patches[:, None] - bank[None]
+    maha = torch.einsum("pmi,ij,pmj->pm", delta, prec, delta).clamp_min(0).sqrt().min(1).values
+    np.testing.assert_allclose(det.predict(x).image_scores, maha.view(b, -1).amax(1).numpy(), rtol=1e-3)
+    assert det.components.shape == (d, d)
+    plain = _fitted(tiny_net, tiny_split, coreset_ratio=0.5, max_memory=50, sigma=0.0, num_neighbors=1)
+    assert not np.allclose(plain.predict(x).image_scores, det.predict(x).image_scores, rtol=1e-2)
+
+
 def test_scores_are_nearest_neighbour_distances_with_paper_reweighting(tiny_net, tiny_split):
     det = _fitted(tiny_net, tiny_split, coreset_ratio=0.5, max_memory=50, sigma=0.0, num_neighbors=3)
     x = tiny_split.test.load_all().images
