@@ -80,3 +80,26 @@ def test_options_that_do_not_apply_are_refused():
     for method in ("ssl_gaussian", "cutpaste", "dsvdd"):
         with pytest.raises(ConfigError, match="score=.* does not apply"):
             create(method, score="mean" if method != "dsvdd" else "max")
+
+
+def test_the_synthetic_objective_draws_the_defect_kinds_asked_for(split, monkeypatch):
+    import latentad.detectors.selfsupervised.ssl_gaussian as sg
+    from latentad.errors import ConfigError
+
+    drawn = []
+
+    def spy(x, kinds=None):
+        out, names = with_defects(x, kinds)
+        drawn.extend(names)
+        return out, names
+
+    monkeypatch.setattr(sg, "with_defects", spy)
+    create("ssl_gaussian", "synthetic", **TINY, defects=("band",)).fit(split.train)
+    assert drawn and set(drawn) == {"band"}
+    drawn.clear()
+    create("ssl_gaussian", "synthetic", **TINY).fit(split.train)
+    assert drawn and "band" not in drawn  # the default: the three small kinds
+    with pytest.raises(ConfigError, match="'smudge' is not one of"):
+        create("ssl_gaussian", defects=("smudge",))
+    with pytest.raises(ConfigError, match="not contrastive"):
+        create("ssl_gaussian", "contrastive", defects=("band",))

@@ -14,6 +14,11 @@ head on the pooled stage-4 features) learns a metric in which normal images are 
   normality must then see.
 - `objective="both"`: the sum.
 
+`defects` (issue 14, off by default): the synthetic kinds the `synthetic` / `both` objective draws, by
+default the three small ones; adding `band` (a large region from one edge with its finish changed,
+`data.defects`) matches the defect distribution to sets whose defects are large regions of plausible
+local texture (magnetic tile's `uneven`: docs/ANALYSIS.md), which small patches never teach.
+
 Why a contrastive loss rather than a plain classifier: the Gaussian fitted afterwards needs normal
 images to form one compact cloud; contrastive losses shape the whole embedding's geometry (alignment
 and uniformity), not only a decision boundary. The fine-tuning is gentle (learning rate 1e-4, a few
@@ -29,6 +34,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from latentad.data.defects import ALL_KINDS, KINDS
 from latentad.detectors.base import DetectorConfig
 from latentad.detectors.selfsupervised.finetune import (
     Encoder,
@@ -39,6 +45,7 @@ from latentad.detectors.selfsupervised.finetune import (
     views,
     with_defects,
 )
+from latentad.errors import ConfigError
 
 
 @dataclass
@@ -47,6 +54,7 @@ class SSLGaussianConfig(FineTuneConfig):
     # "both" runs four encoder passes per image and step: 3 epochs keep a bottle fit within the 15-minute
     # budget on these 2 cores (about 230 s an epoch measured under load); chosen by time, not by a score
     epochs: int = 3
+    defects: tuple[str, ...] = KINDS  # the synthetic kinds drawn by the synthetic objective
 
 
 _SMALL = dict(image_size=64, embed_level="stage4", map_levels=("stage2", "stage3"), epochs=10, batch_size=64,
@@ -73,6 +81,15 @@ class SSLGaussian(FineTunedGaussian):
         "both": {"objective": "both"}, "mnist": _MNIST, "paper_cifar": _SMALL,
     }
 
+    def __init__(self, config=None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        bad = [k for k in self.config.defects if k not in ALL_KINDS] or ([] if self.config.defects else ["(none)"])
+        if bad:
+            raise ConfigError(f"ssl_gaussian: defects = {list(self.config.defects)!r}: {bad[0]!r} is not one of "
+                              f"{', '.join(ALL_KINDS)}")
+        if self.config.objective == "contrastive" and tuple(self.config.defects) != KINDS:
+            raise ConfigError("ssl_gaussian: defects is used by objective=synthetic or both, not contrastive")
+
     def objective_loss(self, model: Encoder, x: torch.Tensor) -> dict[str, torch.Tensor]:
         t = self.config.temperature
         terms: dict[str, torch.Tensor] = {}
@@ -81,7 +98,7 @@ class SSLGaussian(FineTunedGaussian):
             terms["nt_xent"] = nt_xent(model(views(x, jitter)), model(views(x, jitter)), t)
         if self.config.objective in ("synthetic", "both"):
             normal = views(x, self.config.photometric)
-            defect, _ = with_defects(views(x, self.config.photometric))
+            defect, _ = with_defects(views(x, self.config.photometric), tuple(self.config.defects))
             labels = torch.cat([torch.zeros(len(x)), torch.ones(len(x))]).to(x.device)
             terms["supcon"] = sup_con(torch.cat([model(normal), model(defect)]), labels, t)
         return {"loss": sum(terms.values()), **{k: v.detach() for k, v in terms.items()}}
