@@ -35,8 +35,10 @@ def images(data, tmp_path_factory):
     return folder
 
 
-def fit(method: str, data, out):
+def fit(method: str, data, out, *options: str):
     args = ["fit", "--method", method, "--data", str(data), "--out", str(out), "-o", f"image_size={SIZE}"]
+    for o in options:
+        args += ["-o", o]
     if get_method(method).family != "pretrained":
         args += ["--epochs", "1", "-o", "augment_to=8"]
     res = runner.invoke(app, args)
@@ -75,6 +77,20 @@ def test_onnxruntime_scores_like_torch(method, data, images, tmp_path, one_threa
     for k in t:
         assert relative_difference([float(t[k]["score"])], [float(o[k]["score"])]) <= 1e-4, k
         assert t[k]["is_anomalous"] == o[k]["is_anomalous"], k
+
+
+@pytest.mark.parametrize("method, options", [("padim", ("center=median", "npca=0.9")),
+                                             ("patchcore", ("whiten=true", "embed_dim=0"))])
+def test_the_analysis_options_export_too(method, options, data, tmp_path, one_thread):
+    run = fit(method, data, tmp_path / "run", *options)
+    exp = tmp_path / "export"
+    res = runner.invoke(app, ["export", "--run", str(run), "--format", "onnx", "--out", str(exp)])
+    assert res.exit_code == 0, res.output
+    _, det, _ = load_run(run)
+    x = torch.rand(3, det.config.channels, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    want, got = det.predict(x), ExportedDetector(exp).predict(x)
+    assert relative_difference(want.image_scores, got.image_scores) <= 1e-4
+    assert relative_difference(want.anomaly_maps, got.anomaly_maps) <= 1e-4
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,7 @@ def test_npca_precision_keeps_only_the_low_variance_components():
 def test_share_center_npca_options_fit_and_score(tiny_net, tiny_split):
     opts = {"levels": ("layer1", "layer2"), "image_size": 32, "feature_stride": 8}
     for extra, shape in (({"share": "covariance"}, (16, None)), ({"share": "all", "npca": 0.5}, (1, None)),
-                         ({"center": "image"}, (16, None))):
+                         ({"center": "image"}, (16, None)), ({"center": "median"}, (16, None))):
         det = PaDiM(backbone=tiny_net(), **opts, **extra).fit(tiny_split.train)
         assert det.mean.shape[0] == shape[0]
         assert det.precision.shape[0] == (16 if extra.get("share", "none") == "none" else 1)
@@ -118,3 +118,16 @@ def test_share_center_npca_options_fit_and_score(tiny_net, tiny_split):
         PaDiM(backbone=tiny_net(), covariance="ledoit_wolf", share="all", **opts)
     with pytest.raises(ConfigError, match="npca"):
         PaDiM(backbone=tiny_net(), npca=1.5, **opts)
+
+
+def test_median_centring_ignores_a_minority_region():
+    """center="median": a region covering under half of the image leaves the other patches untouched."""
+    det = PaDiM.__new__(PaDiM)
+    det.config = PaDiM.Config(center="median")
+    det.channels = torch.arange(2)
+    g = torch.zeros(1, 2, 4, 4)
+    g[:, :, :1] = 5.0  # a band over a quarter of the grid
+    out = det.select(g)
+    assert torch.equal(out[:, :, 1:], torch.zeros(1, 2, 3, 4)) and torch.all(out[:, :, 0] == 5.0)
+    det.config = PaDiM.Config(center="image")
+    assert torch.all(det.select(g)[:, :, 1:] != 0)  # the mean moves with the band

@@ -22,7 +22,11 @@ Options from the analysis (docs/ANALYSIS.md, magnetic tile; off by default, issu
   t of the variance are left out of the distance.
 - `center="image"`: subtract each image's own mean patch feature (per channel) before the Gaussian:
   a per-image normalisation of texture statistics, for sets whose brightness / grain varies from
-  image to image more than between a defect and its surroundings.
+  image to image more than between a defect and its surroundings. `center="median"`: the image's
+  per-channel median patch instead, which a defect covering less than half of the image does not move:
+  the Gaussians then model how far a patch may sit from its own image's typical patch, so a large
+  region finished unlike the rest of its image (magnetic tile's `uneven`, docs/ANALYSIS.md) stands out
+  even where its texture alone is a normal one.
 
 Differences from the paper: EfficientNet-Lite0 stages 2-4 (24+40+112 = 176 channels) instead of
 ResNet-18 layers 1-3 (448, 100 kept) or WideResNet-50 (1792, 550 kept); by default the patch grid is at
@@ -51,7 +55,7 @@ class PaDiMConfig(PretrainedConfig):
     sigma: Gaussian blur of the map in input pixels; share: "none" (a Gaussian per position),
     "covariance" (per-position means, one pooled covariance) or "all" (one Gaussian); npca: drop the
     leading components explaining this variance fraction (0 = off); center: "image" subtracts each
-    image's mean patch feature."""
+    image's mean patch feature, "median" its median patch feature."""
 
     levels: tuple[str, ...] | None = None
     feature_stride: int = 8
@@ -61,7 +65,7 @@ class PaDiMConfig(PretrainedConfig):
     sigma: float = 4.0
     share: Literal["none", "covariance", "all"] = "none"
     npca: float = 0.0
-    center: Literal["none", "image"] = "none"
+    center: Literal["none", "image", "median"] = "none"
     bounds: ClassVar[dict[str, Bound]] = {"feature_stride": AT_LEAST_ONE, "n_features": NON_NEGATIVE,
                                           "eps": NON_NEGATIVE, "sigma": NON_NEGATIVE,
                                           "npca": Bound(ge=0, lt=1)}
@@ -102,9 +106,15 @@ class PaDiM(PretrainedDetector):
             yield self.select(g)  # (B, d, g, g)
 
     def select(self, g: torch.Tensor) -> torch.Tensor:
-        """The kept channels of a patch grid, centred on the image's mean patch when center="image"."""
+        """The kept channels of a patch grid, centred on the image's mean (center="image") or median
+        (center="median") patch."""
         g = g[:, self.channels]
-        return g - g.mean((2, 3), keepdim=True) if self.config.center == "image" else g
+        if self.config.center == "image":
+            return g - g.mean((2, 3), keepdim=True)
+        if self.config.center == "median":
+            flat = g.flatten(2)  # the lower median, as torch.median, by a sort (ONNX has no median)
+            return g - flat.sort(2).values[:, :, (flat.shape[2] - 1) // 2, None, None]
+        return g
 
     def fit(self, train: ImageSet) -> PaDiM:
         cfg = self.config
