@@ -73,16 +73,17 @@ def read_tune_file(path: Path) -> dict[str, Any]:
     return table
 
 
-def _with_defect(rec: Record, seed: int, kinds: tuple[str, ...]) -> Record:
+def _with_defect(rec: Record, seed: int, kinds: tuple[str, ...], donors: list[Record]) -> Record:
     """`rec` carrying one synthetic defect, drawn from a generator seeded by (seed, path): the same
-    defect whatever the order images are read in."""
+    defect whatever the order images are read in; `graft` takes its band from one of `donors`."""
 
     def load(*_: Any) -> tuple[np.ndarray, np.ndarray]:
         image = rec.load()[0]
         image = image if image.ndim == 3 else image[:, :, None]
         rng = np.random.default_rng([seed, zlib.crc32(rec.path.encode())])
         kind = kinds[int(rng.integers(len(kinds)))]
-        out, mask, _ = add_defect(image, rng, kind)
+        donor = donors[int(rng.integers(len(donors)))].load()[0] if kind == "graft" else None
+        out, mask, _ = add_defect(image, rng, kind, donor)
         return out, mask
 
     return Record(f"{rec.path}#synthetic", 1, "synthetic", load)
@@ -105,8 +106,9 @@ def validation_split(train: ImageSet, fraction: float, seed: int, kinds: tuple[s
         raise ConfigError(f"tune: {len(train)} training images are too few to hold out {fraction:.0%} for validation")
     order = np.random.default_rng(seed + 54_321).permutation(len(train))
     val_idx, fit_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
+    donors = [train.records[i] for i in fit_idx]  # graft: a band of a normal image the model is fitted on
     val_records = [r for i in val_idx for r in (_as_normal(train.records[i]),
-                                                _with_defect(train.records[i], seed, kinds))]
+                                                _with_defect(train.records[i], seed, kinds, donors))]
     val = ImageSet(val_records, train.size, train.channels, True, f"{train.name}/validation",
                    resize=train.resize)
     return train.subset(fit_idx), val

@@ -13,6 +13,9 @@ finishing pass would change it (blurred or sharpened, a mild gain and shift). Wh
 are small (at most 8 % of the image) while a surface finished unevenly (magnetic tile's "uneven"
 class, as the data set's authors name it) changes a large region whose local texture is still
 plausible; a validation split with only small defects cannot tell candidates apart on such defects.
+A fifth, `graft`, takes such a band from another normal image of the set (`donor`): every patch of it
+is a normal texture, only its disagreement with the rest of the image marks it, which is what makes
+the real `uneven` tiles hard (docs/ANALYSIS.md).
 
 Everything is drawn from one `numpy.random.Generator`, so a seed gives the same defects.
 """
@@ -24,7 +27,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 KINDS = ("cutpaste", "scar", "blend")  # drawn when no kind is named
-ALL_KINDS = (*KINDS, "band")
+ALL_KINDS = (*KINDS, "band", "graft")
 
 
 def _jitter(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -68,28 +71,48 @@ def _blend(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.
     return np.clip(out, 0, 255).astype(np.uint8), mask
 
 
-def _band(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    h, w = image.shape[:2]
+def _band_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A band from one edge over 15-45 % of the image, its border a little wavy."""
     horizontal = bool(rng.integers(2))
     n, m = (h, w) if horizontal else (w, h)  # n: across the band, m: along it
     wave = gaussian_filter(rng.normal(size=m), sigma=max(2.0, m / 8))
-    edge = rng.uniform(0.15, 0.45) * n + 0.03 * n * wave / (wave.std() + 1e-12)  # a wavy border
+    edge = rng.uniform(0.15, 0.45) * n + 0.03 * n * wave / (wave.std() + 1e-12)
     depth = np.arange(n)[:, None] < edge[None, :]  # (n, m): the band starts at the first row / column
     if rng.integers(2):
         depth = depth[::-1]
-    mask = depth if horizontal else depth.T
+    return (depth if horizontal else depth.T).copy()
+
+
+def _band(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    mask = _band_mask(*image.shape[:2], rng)
     x = image.astype(np.float64)
     smooth = gaussian_filter(x, sigma=(rng.uniform(1.0, 3.0),) * 2 + (0,))
     changed = smooth if rng.integers(2) else x + rng.uniform(1.0, 2.0) * (x - smooth)  # blurred or sharpened
     changed = changed * rng.uniform(0.85, 1.15) + rng.uniform(-15, 15)
     out = x.copy()
     out[mask] = changed[mask]
-    return np.clip(out, 0, 255).astype(np.uint8), mask.copy()
+    return np.clip(out, 0, 255).astype(np.uint8), mask
 
 
-def add_defect(image: np.ndarray, rng: np.random.Generator, kind: str | None = None
-               ) -> tuple[np.ndarray, np.ndarray, str]:
-    """(image with one synthetic defect HxWxC uint8, its mask HxW bool, the kind drawn)."""
+def _graft(image: np.ndarray, donor: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    if donor is None:
+        raise ValueError("defect kind 'graft' needs a donor image (another normal image of the set)")
+    h, w = image.shape[:2]
+    donor = donor if donor.ndim == 3 else donor[:, :, None]
+    if donor.shape[:2] != (h, w):
+        donor = np.asarray(Image.fromarray(donor.squeeze(2) if donor.shape[2] == 1 else donor).resize((w, h)))
+        donor = donor if donor.ndim == 3 else donor[:, :, None]
+    donor = np.broadcast_to(donor[:, :, :1], image.shape) if donor.shape[2] != image.shape[2] else donor
+    mask = _band_mask(h, w, rng)
+    out = image.copy()
+    out[mask] = donor[mask]
+    return out, mask
+
+
+def add_defect(image: np.ndarray, rng: np.random.Generator, kind: str | None = None,
+               donor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """(image with one synthetic defect HxWxC uint8, its mask HxW bool, the kind drawn); `donor`:
+    another normal image, which `graft` takes its band from."""
     kind = kind or KINDS[int(rng.integers(len(KINDS)))]
     if kind == "cutpaste":
         out, mask = _paste(image, rng, (0.02, 0.08), (0.3, 3.3), 0.0)
@@ -99,6 +122,8 @@ def add_defect(image: np.ndarray, rng: np.random.Generator, kind: str | None = N
         out, mask = _blend(image, rng)
     elif kind == "band":
         out, mask = _band(image, rng)
+    elif kind == "graft":
+        out, mask = _graft(image, donor, rng)
     else:
         raise ValueError(f"defect kind must be one of {', '.join(ALL_KINDS)}, not {kind!r}")
     return out, mask, kind

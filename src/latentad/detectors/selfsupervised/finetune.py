@@ -133,10 +133,11 @@ def with_defects(x: torch.Tensor, kinds: tuple[str, ...] | None = None) -> tuple
     seeded by the global torch generator (so it follows train_model's per-epoch seeding)."""
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))
     out, drawn = [], []
-    for img in x:
-        arr = (img.detach().permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    arrays = [(img.detach().permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8) for img in x]
+    for i, arr in enumerate(arrays):
         kind = None if kinds is None else kinds[int(rng.integers(len(kinds)))]
-        defect, _, name = add_defect(arr, rng, kind)
+        donor = arrays[(i + 1) % len(arrays)]  # graft: a band of the next image of the batch
+        defect, _, name = add_defect(arr, rng, kind, donor)
         out.append(torch.from_numpy(defect).permute(2, 0, 1).float() / 255.0)
         drawn.append(name)
     return torch.stack(out).to(x.device), drawn
