@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from latentad.detectors.pretrained.patchcore import PatchCore, greedy_coreset
@@ -120,3 +121,10 @@ def test_defects_score_higher_than_normal_regions(tiny_net, tiny_split):
     outside = np.mean([pred.anomaly_maps[i][~masks[i]].mean() for i in np.nonzero(defective)[0]])
     assert inside > outside
     assert pred.image_scores[defective].mean() > pred.image_scores[~defective].mean()
+
+
+def test_the_whitening_regulariser_alone_is_refused(tiny_net):
+    from latentad.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eps .* needs whiten=true"):
+        PatchCore(backbone=tiny_net(), eps=0.1)

@@ -103,3 +103,15 @@ def test_the_synthetic_objective_draws_the_defect_kinds_asked_for(split, monkeyp
         create("ssl_gaussian", defects=("smudge",))
     with pytest.raises(ConfigError, match="not contrastive"):
         create("ssl_gaussian", "contrastive", defects=("band",))
+
+
+def test_a_graft_takes_its_band_from_another_image_of_the_batch():
+    torch.manual_seed(0)
+    x = torch.stack([torch.full((3, 32, 32), 0.2), torch.full((3, 32, 32), 0.8)])
+    out, names = with_defects(x, ("graft",))
+    assert names == ["graft", "graft"]
+    assert torch.isclose(out[0], torch.tensor(0.8), atol=1e-2).any()  # the band came from the other image
+    assert torch.isclose(out[1], torch.tensor(0.2), atol=1e-2).any()
+    alone = torch.linspace(0, 1, 32).view(1, 1, 32, 1).expand(1, 3, 32, 32).contiguous()
+    single, _ = with_defects(alone, ("graft",))
+    assert not torch.allclose(single, alone, atol=1e-2)  # alone: its own image upside down

@@ -126,6 +126,8 @@ class PatchCore(PretrainedDetector):
 
     def __init__(self, config: PatchCoreConfig | None = None, backbone=None, **overrides: Any) -> None:
         super().__init__(config, backbone, **overrides)
+        if self.config.eps != PatchCoreConfig.eps and not self.config.whiten:
+            raise ConfigError("patchcore: eps is the whitening regulariser; it needs whiten=true")
         self.memory: torch.Tensor | None = None  # (M, D) memory bank
         self.mean: torch.Tensor | None = None  # PCA centre and (D_in, embed_dim) components
         self.components: torch.Tensor | None = None

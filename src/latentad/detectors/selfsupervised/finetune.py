@@ -136,7 +136,8 @@ def with_defects(x: torch.Tensor, kinds: tuple[str, ...] | None = None) -> tuple
     arrays = [(img.detach().permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8) for img in x]
     for i, arr in enumerate(arrays):
         kind = None if kinds is None else kinds[int(rng.integers(len(kinds)))]
-        donor = arrays[(i + 1) % len(arrays)]  # graft: a band of the next image of the batch
+        # graft: a band of the next image of the batch (of the image upside down when it is alone)
+        donor = arrays[(i + 1) % len(arrays)] if len(arrays) > 1 else arr[::-1]
         defect, _, name = add_defect(arr, rng, kind, donor)
         out.append(torch.from_numpy(defect).permute(2, 0, 1).float() / 255.0)
         drawn.append(name)

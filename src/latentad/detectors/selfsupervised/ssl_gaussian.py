@@ -16,8 +16,9 @@ head on the pooled stage-4 features) learns a metric in which normal images are 
 
 `defects` (issue 14, off by default): the synthetic kinds the `synthetic` / `both` objective draws, by
 default the three small ones; adding `band` (a large region from one edge with its finish changed,
-`data.defects`) matches the defect distribution to sets whose defects are large regions of plausible
-local texture (magnetic tile's `uneven`: docs/ANALYSIS.md), which small patches never teach.
+`data.defects`) or `graft` (such a band from another image of the batch) matches the defect
+distribution to sets whose defects are large regions of plausible local texture (magnetic tile's
+`uneven`: docs/ANALYSIS.md), which small patches never teach. Measured: neither helped (RESULTS.md).
 
 Why a contrastive loss rather than a plain classifier: the Gaussian fitted afterwards needs normal
 images to form one compact cloud; contrastive losses shape the whole embedding's geometry (alignment
