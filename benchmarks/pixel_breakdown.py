@@ -2,7 +2,9 @@
 AUROC of that type's defect pixels against every normal pixel of the test set (what the pooled figure
 mixes), the mean within-image AUROC (does the map find the defect inside its own image?), and the
 pooled figure without that type's images. Then how much of the image AUROC is visible far from any
-defect: the map's mean over the pixels more than `--margin` pixels (evaluation grid) from a defect.
+defect: the map's mean over the pixels more than `--margin` pixels (evaluation grid) from a defect;
+and, for comparison, how well the raw images' height, width, aspect, mean and contrast alone separate
+the test set's defective images from its normal ones (AUROC, either sign).
 
 A diagnosis of a test set, for docs/ANALYSIS.md: nothing here chooses an option.
 
@@ -47,6 +49,20 @@ def breakdown(maps: np.ndarray, masks: np.ndarray, labels: np.ndarray, defects: 
     return out
 
 
+def raw_statistics(records) -> dict:
+    """AUROC (max of either sign) of simple per-image statistics of the original files."""
+    rows = []
+    for rec in records:
+        image = rec.load()[0].astype(np.float64)
+        rows.append((image.shape[0], image.shape[1], image.shape[0] / image.shape[1], image.mean(), image.std()))
+    values, labels = np.array(rows), np.array([r.label for r in records])
+    out = {}
+    for j, name in enumerate(("height", "width", "aspect", "mean", "std")):
+        auc = roc_auc_score(labels, values[:, j])
+        out[name] = float(max(auc, 1 - auc))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
@@ -58,8 +74,10 @@ def main() -> None:
     result = evaluate(detector, split.test)
     if result.masks is None:
         raise SystemExit(f"{data['path']}: no pixel masks, nothing to break down")
-    print(json.dumps(breakdown(result.prediction.anomaly_maps, result.masks, result.labels,
-                               np.array(result.defect_types), args.margin), indent=1))
+    out = breakdown(result.prediction.anomaly_maps, result.masks, result.labels, np.array(result.defect_types),
+                    args.margin)
+    out["raw_statistics_image_auroc"] = raw_statistics(split.test.records)
+    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
