@@ -23,6 +23,7 @@ Everything is drawn from one `numpy.random.Generator`, so a seed gives the same 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
@@ -127,3 +128,21 @@ def add_defect(image: np.ndarray, rng: np.random.Generator, kind: str | None = N
     else:
         raise ValueError(f"defect kind must be one of {', '.join(ALL_KINDS)}, not {kind!r}")
     return out, mask, kind
+
+
+def defect_batch(x: torch.Tensor, rng: np.random.Generator, kinds: tuple[str, ...] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Each image of a float batch (B,C,H,W) in [0,1] with one synthetic defect: (images, masks
+    (B,H,W) float 0/1, kinds drawn). `graft` takes its band from the next image of the batch (from the
+    image upside down when it is alone). Why tensors: detectors draw defects on the batches they
+    already hold, at their input size."""
+    arrays = [(img.detach().permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8) for img in x]
+    out, masks, drawn = [], [], []
+    for i, arr in enumerate(arrays):
+        kind = None if kinds is None else kinds[int(rng.integers(len(kinds)))]
+        donor = arrays[(i + 1) % len(arrays)] if len(arrays) > 1 else arr[::-1]
+        defect, mask, name = add_defect(arr, rng, kind, donor)
+        out.append(torch.from_numpy(defect).permute(2, 0, 1).float() / 255.0)
+        masks.append(torch.from_numpy(mask.astype(np.float32)))
+        drawn.append(name)
+    return torch.stack(out).to(x.device), torch.stack(masks).to(x.device), drawn

@@ -27,6 +27,13 @@ Options from the analysis (docs/ANALYSIS.md, magnetic tile; off by default, issu
   the Gaussians then model how far a patch may sit from its own image's typical patch, so a large
   region finished unlike the rest of its image (magnetic tile's `uneven`, docs/ANALYSIS.md) stands out
   even where its texture alone is a normal one.
+- `head_epochs=n`: a segmentation head (`segment_head.py`) trained n epochs on synthetic defects
+  (`head_kinds`, `head_variants` copies of each training image) pasted on the training images, over
+  the patch features and the Mahalanobis map; the map is then the sum of both maps, each
+  standardised on the clean training images (the head's weighted by `head_weight`); the image score
+  is the fused map's maximum, or with `head_score="gaussian"` the Mahalanobis map's. Why: the
+  `uneven` tiles' band is normal texture patch by patch; only its disagreement with the rest of the
+  tile marks it, which a per-position Gaussian cannot see.
 
 Differences from the paper: EfficientNet-Lite0 stages 2-4 (24+40+112 = 176 channels) instead of
 ResNet-18 layers 1-3 (448, 100 kept) or WideResNet-50 (1792, 550 kept); by default the patch grid is at
@@ -42,9 +49,11 @@ import torch
 
 from latentad.config import AT_LEAST_ONE, NON_NEGATIVE, Bound
 from latentad.data.base import ImageSet
+from latentad.data.defects import ALL_KINDS
 from latentad.detectors.base import Images, Latents
 from latentad.detectors.gaussians import GaussianAccumulator, precision_of
 from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector, few_threads
+from latentad.detectors.pretrained.segment_head import SegmentHead, train_head, training_grids
 from latentad.errors import ConfigError
 
 
@@ -55,7 +64,11 @@ class PaDiMConfig(PretrainedConfig):
     sigma: Gaussian blur of the map in input pixels; share: "none" (a Gaussian per position),
     "covariance" (per-position means, one pooled covariance) or "all" (one Gaussian); npca: drop the
     leading components explaining this variance fraction (0 = off); center: "image" subtracts each
-    image's mean patch feature, "median" its median patch feature."""
+    image's mean patch feature, "median" its median patch feature; head_epochs: train a segmentation
+    head on synthetic defects for this many epochs (0 = off), head_variants: defect copies of each
+    training image, head_kinds: the synthetic kinds (`data.defects`), head_weight: its weight in the
+    map; head_score: the image score as the fused map's maximum, or ("gaussian") the Mahalanobis
+    map's alone (the head then only localises)."""
 
     levels: tuple[str, ...] | None = None
     feature_stride: int = 8
@@ -66,9 +79,15 @@ class PaDiMConfig(PretrainedConfig):
     share: Literal["none", "covariance", "all"] = "none"
     npca: float = 0.0
     center: Literal["none", "image", "median"] = "none"
+    head_epochs: int = 0
+    head_variants: int = 3
+    head_kinds: tuple[str, ...] = ("cutpaste", "scar", "blend", "band")
+    head_weight: float = 1.0
+    head_score: Literal["fused", "gaussian"] = "fused"
     bounds: ClassVar[dict[str, Bound]] = {"feature_stride": AT_LEAST_ONE, "n_features": NON_NEGATIVE,
                                           "eps": NON_NEGATIVE, "sigma": NON_NEGATIVE,
-                                          "npca": Bound(ge=0, lt=1)}
+                                          "npca": Bound(ge=0, lt=1), "head_epochs": NON_NEGATIVE,
+                                          "head_variants": AT_LEAST_ONE, "head_weight": NON_NEGATIVE}
 
 
 class PaDiM(PretrainedDetector):
@@ -85,15 +104,23 @@ class PaDiM(PretrainedDetector):
         "paper_recipe": {"feature_stride": 4, "n_features": 100, "image_size": 256},
     }
 
-    map_statistic = "max"
+    @property
+    def map_statistic(self) -> str | None:  # type: ignore[override]
+        """"max", unless the image score is taken from the Mahalanobis map while the map is fused."""
+        return None if self.config.head_epochs > 0 and self.config.head_score == "gaussian" else "max"
 
     def __init__(self, config: PaDiMConfig | None = None, backbone=None, **overrides: Any) -> None:
         super().__init__(config, backbone, **overrides)
         if self.config.covariance == "ledoit_wolf" and self.config.share != "none":
             raise ConfigError(f"padim: covariance=ledoit_wolf works per position only (got share={self.config.share})")
+        bad = [k for k in self.config.head_kinds if k not in ALL_KINDS]
+        if bad or not self.config.head_kinds:
+            raise ConfigError(f"padim: head_kinds = {list(self.config.head_kinds)!r} must be a non-empty list of "
+                              f"{', '.join(ALL_KINDS)}")
         self.mean: torch.Tensor | None = None  # (P, d), or (1, d) with share="all"
         self.precision: torch.Tensor | None = None  # (P, d, d)
         self.channels: torch.Tensor | None = None  # (d,) indices into the concatenated channels
+        self.head: SegmentHead | None = None
 
     def _grids(self, images: Images, progress: str | None = None):
         cfg = self.config
@@ -120,9 +147,26 @@ class PaDiM(PretrainedDetector):
         cfg = self.config
         self.seed_everything()
         self.channels = None
-        acc = GaussianAccumulator(fourth_moments=cfg.covariance == "ledoit_wolf")
+        moments = cfg.covariance == "ledoit_wolf"
+        acc = GaussianAccumulator(fourth_moments=moments)
+        # with the head: two more Gaussians, each of every other image, so that the head learns from
+        # distances of images the Gaussian did not see (as at test time), not the shrunken ones of its own
+        folds = [GaussianAccumulator(moments), GaussianAccumulator(moments)] if cfg.head_epochs > 0 else []
         for g in self._grids(train, progress="padim: features"):
-            acc.update(g.flatten(2).transpose(1, 2))  # (B, P, d)
+            flat = g.flatten(2).transpose(1, 2)  # (B, P, d)
+            acc.update(flat)
+            for k, fold in enumerate(folds):  # fold k: the images of even (k=0) / odd global index
+                rows = flat[(k + acc.n - len(flat)) % 2::2]
+                if len(rows):
+                    fold.update(rows)
+        self.mean, self.precision = self._gaussian(acc)
+        self.head = self._train_head(train, [self._gaussian(f) for f in folds]) if folds else None
+        self.fitted = True
+        return self
+
+    def _gaussian(self, acc: GaussianAccumulator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, precision) of the accumulated moments, by the configured estimator."""
+        cfg = self.config
         with few_threads():  # one small LAPACK call per position
             if cfg.share != "none":
                 mean, cov = acc.shared(cfg.share)
@@ -130,25 +174,54 @@ class PaDiM(PretrainedDetector):
                 mean, cov = acc.ledoit_wolf() if cfg.covariance == "ledoit_wolf" else acc.mean_cov()
             d = cov.shape[-1]
             cov = cov + cfg.eps * torch.eye(d, dtype=cov.dtype, device=cov.device)
-            self.precision = precision_of(cov, cfg.npca).float().contiguous().to(self.device)
-        self.mean = mean.float().contiguous().to(self.device)
-        self.fitted = True
-        return self
+            precision = precision_of(cov, cfg.npca).float().contiguous().to(self.device)
+        return mean.float().contiguous().to(self.device), precision
 
-    def mahalanobis(self, g: torch.Tensor) -> torch.Tensor:
-        """(B,d,h,w) features -> (B,h,w) Mahalanobis distances to each position's Gaussian."""
+    def _train_head(self, train: ImageSet, folds: list[tuple[torch.Tensor, torch.Tensor]]) -> SegmentHead:
+        """The segmentation head, on the training images with synthetic defects (a second pass); each
+        image's distances are taken to the Gaussian of the other fold (cross-fitting)."""
+        cfg = self.config
+        seen = 0
+
+        def grid_and_distance(x: torch.Tensor, variant: int) -> tuple[torch.Tensor, torch.Tensor]:
+            nonlocal seen
+            g = self.select(self.patch_grid(self.features(x)))
+            parity = (torch.arange(len(g), device=g.device) + seen) % 2  # the image's fold
+            if variant == cfg.head_variants:  # the batch's last pass: the next batch starts further on
+                seen += len(g)
+            other = [self.mahalanobis(g, *folds[1 - k]) for k in (0, 1)]  # distances to the other fold
+            return g, torch.where(parity[:, None, None] == 0, other[0], other[1])
+
+        g, dist, masks, clean = training_grids(self.iter_batches(train, "padim: synthetic defects"),
+                                               grid_and_distance, tuple(cfg.head_kinds), cfg.head_variants,
+                                               cfg.seed, self.grid_size(cfg.feature_stride))
+        head = train_head(g, dist, masks, cfg.head_epochs, cfg.seed, clean)
+        return head.to(self.device)
+
+    def mahalanobis(self, g: torch.Tensor, mean: torch.Tensor | None = None, precision: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """(B,d,h,w) features -> (B,h,w) Mahalanobis distances to each position's Gaussian (the fitted
+        ones, or `mean` / `precision` given)."""
+        mean = self.mean if mean is None else mean
+        precision = self.precision if precision is None else precision
         b, d, h, w = g.shape
-        delta = (g.flatten(2).permute(2, 0, 1) - self.mean[:, None, :]).contiguous()  # (P, B, d)
-        if self.precision.shape[0] == 1:  # one shared covariance
-            y = delta @ self.precision[0]
+        delta = (g.flatten(2).permute(2, 0, 1) - mean[:, None, :]).contiguous()  # (P, B, d)
+        if precision.shape[0] == 1:  # one shared covariance
+            y = delta @ precision[0]
         else:
-            y = torch.bmm(delta, self.precision)  # (P, B, d); contiguous operands: see update()
+            y = torch.bmm(delta, precision)  # (P, B, d); contiguous operands: see update()
         d2 = (y * delta).sum(-1).clamp_min_(0)  # (P, B)
         return d2.sqrt().T.reshape(b, h, w)
 
     def score_features(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        maps = self.smooth_maps(self.mahalanobis(self.select(self.patch_grid(feats))), self.config.sigma)
-        return maps.flatten(1).amax(1), maps
+        g = self.select(self.patch_grid(feats))
+        dist = self.mahalanobis(g)
+        if self.head is None:
+            maps = self.smooth_maps(dist, self.config.sigma)
+            return maps.flatten(1).amax(1), maps
+        maps = self.smooth_maps(self.head.fuse(dist, self.head(g, dist), self.config.head_weight), self.config.sigma)
+        scored = maps if self.config.head_score == "fused" else self.smooth_maps(dist, self.config.sigma)
+        return scored.flatten(1).amax(1), maps
 
     def embed(self, images: Images) -> Latents:
         """Per-level backbone features plus the selected patch features ("patches": (N,d,g,g))."""
@@ -157,12 +230,13 @@ class PaDiM(PretrainedDetector):
         return out
 
     def move_fitted(self, device: torch.device) -> None:
-        for name in ("mean", "precision", "channels"):
+        for name in ("mean", "precision", "channels", "head"):
             if getattr(self, name) is not None:
                 setattr(self, name, getattr(self, name).to(device))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {"mean": self.mean, "precision": self.precision, "channels": self.channels,
+        head = {} if self.head is None else {f"head.{k}": v for k, v in self.head.state_dict().items()}
+        return {"mean": self.mean, "precision": self.precision, "channels": self.channels, **head,
                 **self.backbone_state()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -170,3 +244,9 @@ class PaDiM(PretrainedDetector):
         self.mean = tensors["mean"].float()
         self.precision = tensors["precision"].float()
         self.channels = tensors["channels"].long()
+        head = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
+        self.head = None
+        if head:
+            self.head = SegmentHead(self.mean.shape[-1])
+            self.head.load_state_dict(head)
+            self.head.eval()

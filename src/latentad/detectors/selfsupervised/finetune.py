@@ -30,7 +30,7 @@ from latentad.backbones import build_model, wrap_module
 from latentad.backbones.efficientnet_lite import NORMALIZE as LITE_NORMALIZE
 from latentad.config import AT_LEAST_ONE, POSITIVE, Bound
 from latentad.data.base import ImageSet
-from latentad.data.defects import add_defect
+from latentad.data.defects import defect_batch
 from latentad.detectors.base import DetectorConfig, Images, Latents
 from latentad.detectors.pretrained.gaussian import GaussianAD
 from latentad.detectors.pretrained.padim import PaDiM
@@ -129,19 +129,11 @@ def views(x: torch.Tensor, photometric: bool = True) -> torch.Tensor:
 
 
 def with_defects(x: torch.Tensor, kinds: tuple[str, ...] | None = None) -> tuple[torch.Tensor, list[str]]:
-    """Each image of the batch with one synthetic defect (`data.defects`), drawn from a numpy generator
-    seeded by the global torch generator (so it follows train_model's per-epoch seeding)."""
+    """Each image of the batch with one synthetic defect (`data.defects.defect_batch`), drawn from a
+    numpy generator seeded by the global torch generator (so it follows train_model's per-epoch seeding)."""
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))
-    out, drawn = [], []
-    arrays = [(img.detach().permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8) for img in x]
-    for i, arr in enumerate(arrays):
-        kind = None if kinds is None else kinds[int(rng.integers(len(kinds)))]
-        # graft: a band of the next image of the batch (of the image upside down when it is alone)
-        donor = arrays[(i + 1) % len(arrays)] if len(arrays) > 1 else arr[::-1]
-        defect, _, name = add_defect(arr, rng, kind, donor)
-        out.append(torch.from_numpy(defect).permute(2, 0, 1).float() / 255.0)
-        drawn.append(name)
-    return torch.stack(out).to(x.device), drawn
+    out, _, drawn = defect_batch(x, rng, kinds)
+    return out, drawn
 
 
 class FineTunedGaussian(TrainableDetector):

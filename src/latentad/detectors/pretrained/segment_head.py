@@ -1,0 +1,118 @@
+"""A segmentation head trained on synthetic defects, over a Gaussian patch model's features.
+
+Why (docs/ANALYSIS.md, magnetic tile): a per-position model of patches cannot tell a region finished
+unlike the rest of its tile (the `uneven` class, 72 % of the defect pixels) from normal texture: each
+patch of it is a plausible patch. What marks it is its disagreement with the rest of the same image.
+This head sees, at every grid position, the patch feature, its offset from the image's median patch,
+the image's mean patch and the position's Mahalanobis distance, through dilated convolutions that
+reach across the grid; it is trained (focal loss, per position) to find synthetic defects pasted on
+the normal training images (`data.defects`, with exact masks). The defect kinds are a setting; which
+ones, and whether the head is used at all, are chosen on a validation split (`latentad.tuning`).
+
+The scoring path is traceable (no data-dependent control flow; the median is taken by a sort, as ONNX
+has no median), so a detector using it exports like any other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentad.data.defects import defect_batch
+from latentad.progress import track
+
+
+class SegmentHead(nn.Module):
+    """(B,d,h,w) patch features + (B,h,w) Mahalanobis distances -> (B,h,w) defect logits."""
+
+    def __init__(self, d: int, width: int = 64, dilations: tuple[int, ...] = (1, 2, 4, 8)) -> None:
+        super().__init__()
+        self.inp = nn.Conv2d(3 * d + 1, width, 1)
+        layers: list[nn.Module] = []
+        for dil in dilations:
+            layers += [nn.Conv2d(width, width, 3, padding=dil, dilation=dil), nn.BatchNorm2d(width), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Conv2d(width, 1, 1)
+        # input standardisation, and the clean training images' statistics of both maps (for fusion)
+        self.register_buffer("feat_stats", torch.stack([torch.zeros(d), torch.ones(d)]))
+        self.register_buffer("map_stats", torch.tensor([0.0, 1.0, 0.0, 1.0]))  # dist mean, std; logit mean, std
+
+    def forward(self, g: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+        x = (g.float() - self.feat_stats[0, :, None, None]) / self.feat_stats[1, :, None, None]
+        flat = x.flatten(2)
+        median = flat.sort(2).values[:, :, (flat.shape[2] - 1) // 2, None, None]
+        mean = x.mean((2, 3), keepdim=True).expand_as(x)
+        d = (dist[:, None] - self.map_stats[0]) / self.map_stats[1]
+        z = torch.cat([x, x - median, mean, d], 1)
+        return self.out(self.body(F.relu(self.inp(z))))[:, 0]
+
+    def fuse(self, dist: torch.Tensor, logits: torch.Tensor, weight: float) -> torch.Tensor:
+        """Both maps standardised on the clean training images, then added (the head's weighted)."""
+        s = self.map_stats
+        return (dist - s[0]) / s[1] + weight * (logits - s[2]) / s[3]
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Focal loss (Lin et al. 2017): defect positions are a few percent of the grid."""
+    p = torch.sigmoid(logits)
+    pt = p * target + (1 - p) * (1 - target)
+    return (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * (1 - pt) ** gamma).mean()
+
+
+def training_grids(batches, features, kinds: tuple[str, ...], variants: int, seed: int, grid: tuple[int, int]
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(features (N,d,h,w) float16, distances (N,h,w), masks (N,h,w), clean (N,) bool) of every training batch, once as
+    it is and `variants` times with one synthetic defect per image (masks area-averaged to the grid).
+    `batches`: an iterable of float batches; `features(x, variant) -> (g, dist)`: the detector's
+    patch features and Mahalanobis distances of a batch (variant 0: as it is; the last variant ends
+    the batch)."""
+    rng = np.random.default_rng([seed, 77_001])
+    gs, ds, ms, cs = [], [], [], []
+    for x in batches:
+        for v in range(variants + 1):
+            if v == 0:
+                xv, mask = x, torch.zeros(x.shape[0], *x.shape[-2:], device=x.device)
+            else:
+                xv, mask, _ = defect_batch(x, rng, kinds)
+            with torch.inference_mode():
+                g, dist = features(xv, v)
+            gs.append(g.half().cpu())
+            ds.append(dist.float().cpu())
+            ms.append(F.adaptive_avg_pool2d(mask[:, None].float(), grid)[:, 0].cpu())
+            cs.append(torch.full((x.shape[0],), v == 0))
+    return torch.cat(gs), torch.cat(ds), torch.cat(ms), torch.cat(cs)
+
+
+def train_head(g: torch.Tensor, dist: torch.Tensor, masks: torch.Tensor, epochs: int, seed: int,
+               clean: torch.Tensor, lr: float = 1e-3, batch_size: int = 32) -> SegmentHead:
+    """Fit a SegmentHead on precomputed grids (`clean`: which rows carry no defect, for the map
+    statistics the fusion standardises with)."""
+    torch.manual_seed(seed)
+    head = SegmentHead(g.shape[1])
+    gf = g.float()
+    head.feat_stats.copy_(torch.stack([gf.mean((0, 2, 3)), gf.std((0, 2, 3)) + 1e-6]))
+    del gf
+    head.map_stats[0], head.map_stats[1] = dist[clean].mean(), dist[clean].std() + 1e-6
+    target = (masks > 0.5).float()
+    opt = torch.optim.Adam(head.parameters(), lr, weight_decay=1e-4)
+    with torch.inference_mode(False), torch.enable_grad():  # fit may be called under no_grad
+        _fit(head, opt, g, dist, target, epochs, batch_size)
+    head.eval()
+    with torch.no_grad():
+        logits = torch.cat([head(g[idx], dist[idx]) for idx in torch.nonzero(clean)[:, 0].split(64)])
+    head.map_stats[2], head.map_stats[3] = logits.mean(), logits.std() + 1e-6
+    return head
+
+
+def _fit(head: SegmentHead, opt: torch.optim.Optimizer, g: torch.Tensor, dist: torch.Tensor, target: torch.Tensor,
+         epochs: int, batch_size: int) -> None:
+    n = len(g)
+    for _ in track(range(epochs), description="padim: segmentation head", total=epochs):
+        head.train()
+        for idx in torch.randperm(n).split(batch_size):
+            loss = focal_loss(head(g[idx], dist[idx]), target[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
