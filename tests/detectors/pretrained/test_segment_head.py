@@ -96,3 +96,18 @@ def test_head_score_gaussian_scores_like_plain_padim(tiny_net, tiny_split):
     np.testing.assert_allclose(b.image_scores, a.image_scores, rtol=1e-5)
     assert not np.allclose(a.anomaly_maps, b.anomaly_maps) and det.map_statistic is None
     assert plain.map_statistic == "max"
+
+
+def test_head_count_averages_heads_of_different_draws(tiny_net, tiny_split, tmp_path):
+    det = PaDiM(backbone=tiny_net(), head_epochs=1, head_variants=1, head_count=2, **OPTS).fit(tiny_split.train)
+    assert len(det.head.heads) == 2 and any(k.startswith("head.heads.1.") for k in det.state_tensors())
+    x = tiny_split.test.load_all().images
+    g = torch.cat(list(det._grids(x)))
+    dist = det.mahalanobis(g)
+    with torch.no_grad():
+        each = [h(g, dist) for h in det.head.heads]
+        np.testing.assert_allclose(det.head(g, dist).numpy(), ((each[0] + each[1]) / 2).numpy(), rtol=1e-5)
+    assert not torch.allclose(each[0], each[1])
+    back = Detector.load(det.save(tmp_path / "padim"))
+    back.set_backbone(tiny_net())
+    np.testing.assert_allclose(back.predict(x).anomaly_maps, det.predict(x).anomaly_maps, rtol=1e-5, atol=1e-5)

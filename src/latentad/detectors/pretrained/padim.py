@@ -53,7 +53,7 @@ from latentad.data.defects import ALL_KINDS
 from latentad.detectors.base import Images, Latents
 from latentad.detectors.gaussians import GaussianAccumulator, precision_of
 from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector, few_threads
-from latentad.detectors.pretrained.segment_head import SegmentHead, train_head, training_grids
+from latentad.detectors.pretrained.segment_head import HeadEnsemble, train_head, training_grids
 from latentad.errors import ConfigError
 
 
@@ -68,7 +68,7 @@ class PaDiMConfig(PretrainedConfig):
     head on synthetic defects for this many epochs (0 = off), head_variants: defect copies of each
     training image, head_kinds: the synthetic kinds (`data.defects`), head_weight: its weight in the
     map; head_score: the image score as the fused map's maximum, or ("gaussian") the Mahalanobis
-    map's alone (the head then only localises)."""
+    map's alone (the head then only localises); head_count: heads averaged, each on its own defects."""
 
     levels: tuple[str, ...] | None = None
     feature_stride: int = 8
@@ -84,10 +84,12 @@ class PaDiMConfig(PretrainedConfig):
     head_kinds: tuple[str, ...] = ("cutpaste", "scar", "blend", "band")
     head_weight: float = 1.0
     head_score: Literal["fused", "gaussian"] = "fused"
+    head_count: int = 1
     bounds: ClassVar[dict[str, Bound]] = {"feature_stride": AT_LEAST_ONE, "n_features": NON_NEGATIVE,
                                           "eps": NON_NEGATIVE, "sigma": NON_NEGATIVE,
                                           "npca": Bound(ge=0, lt=1), "head_epochs": NON_NEGATIVE,
-                                          "head_variants": AT_LEAST_ONE, "head_weight": NON_NEGATIVE}
+                                          "head_variants": AT_LEAST_ONE, "head_weight": NON_NEGATIVE,
+                                          "head_count": AT_LEAST_ONE}
 
 
 class PaDiM(PretrainedDetector):
@@ -120,7 +122,7 @@ class PaDiM(PretrainedDetector):
         self.mean: torch.Tensor | None = None  # (P, d), or (1, d) with share="all"
         self.precision: torch.Tensor | None = None  # (P, d, d)
         self.channels: torch.Tensor | None = None  # (d,) indices into the concatenated channels
-        self.head: SegmentHead | None = None
+        self.head: HeadEnsemble | None = None
 
     def _grids(self, images: Images, progress: str | None = None):
         cfg = self.config
@@ -177,26 +179,35 @@ class PaDiM(PretrainedDetector):
             precision = precision_of(cov, cfg.npca).float().contiguous().to(self.device)
         return mean.float().contiguous().to(self.device), precision
 
-    def _train_head(self, train: ImageSet, folds: list[tuple[torch.Tensor, torch.Tensor]]) -> SegmentHead:
-        """The segmentation head, on the training images with synthetic defects (a second pass); each
-        image's distances are taken to the Gaussian of the other fold (cross-fitting)."""
+    def _train_head(self, train: ImageSet, folds: list[tuple[torch.Tensor, torch.Tensor]]) -> HeadEnsemble:
+        """`head_count` segmentation heads, each on its own draw of synthetic defects on the training
+        images (a pass over them per head); each image's distances are taken to the Gaussian of the
+        other fold (cross-fitting)."""
         cfg = self.config
-        seen = 0
 
-        def grid_and_distance(x: torch.Tensor, variant: int) -> tuple[torch.Tensor, torch.Tensor]:
-            nonlocal seen
-            g = self.select(self.patch_grid(self.features(x)))
-            parity = (torch.arange(len(g), device=g.device) + seen) % 2  # the image's fold
-            if variant == cfg.head_variants:  # the batch's last pass: the next batch starts further on
-                seen += len(g)
-            other = [self.mahalanobis(g, *folds[1 - k]) for k in (0, 1)]  # distances to the other fold
-            return g, torch.where(parity[:, None, None] == 0, other[0], other[1])
+        def grid_and_distance_fn():
+            seen = 0
 
-        g, dist, masks, clean = training_grids(self.iter_batches(train, "padim: synthetic defects"),
-                                               grid_and_distance, tuple(cfg.head_kinds), cfg.head_variants,
-                                               cfg.seed, self.grid_size(cfg.feature_stride))
-        head = train_head(g, dist, masks, cfg.head_epochs, cfg.seed, clean)
-        return head.to(self.device)
+            def grid_and_distance(x: torch.Tensor, variant: int) -> tuple[torch.Tensor, torch.Tensor]:
+                nonlocal seen
+                g = self.select(self.patch_grid(self.features(x)))
+                parity = (torch.arange(len(g), device=g.device) + seen) % 2  # the image's fold
+                if variant == cfg.head_variants:  # the batch's last pass: the next batch starts further on
+                    seen += len(g)
+                other = [self.mahalanobis(g, *folds[1 - k]) for k in (0, 1)]  # distances to the other fold
+                return g, torch.where(parity[:, None, None] == 0, other[0], other[1])
+
+            return grid_and_distance
+
+        heads = []
+        for j in range(cfg.head_count):
+            g, dist, masks, clean = training_grids(self.iter_batches(train, f"padim: synthetic defects {j + 1}"),
+                                                   grid_and_distance_fn(), tuple(cfg.head_kinds), cfg.head_variants,
+                                                   cfg.seed + 1000 * j, self.grid_size(cfg.feature_stride))
+            heads.append(train_head(g, dist, masks, cfg.head_epochs, cfg.seed + 1000 * j, clean))
+        ensemble = HeadEnsemble(heads)
+        ensemble.standardise(g, dist, clean)
+        return ensemble.to(self.device)
 
     def mahalanobis(self, g: torch.Tensor, mean: torch.Tensor | None = None, precision: torch.Tensor | None = None
                     ) -> torch.Tensor:
@@ -247,6 +258,4 @@ class PaDiM(PretrainedDetector):
         head = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
         self.head = None
         if head:
-            self.head = SegmentHead(self.mean.shape[-1])
-            self.head.load_state_dict(head)
-            self.head.eval()
+            self.head = HeadEnsemble.from_state(head, self.mean.shape[-1])

@@ -54,6 +54,39 @@ class SegmentHead(nn.Module):
         return (dist - s[0]) / s[1] + weight * (logits - s[2]) / s[3]
 
 
+class HeadEnsemble(nn.Module):
+    """Several heads (each trained on its own draw of synthetic defects), their logits averaged: one
+    head's false alarms on normal images vary with its draw (magnetic tile: pooled pixel AUROC 0.855
+    to 0.901 over three seeds), an average keeps what they agree on."""
+
+    def __init__(self, heads: list[SegmentHead]) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+        self.register_buffer("map_stats", heads[0].map_stats.clone())
+
+    def forward(self, g: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+        return torch.stack([h(g, dist) for h in self.heads]).mean(0)
+
+    def fuse(self, dist: torch.Tensor, logits: torch.Tensor, weight: float) -> torch.Tensor:
+        """Both maps standardised on the clean training images, then added (the heads' weighted)."""
+        s = self.map_stats
+        return (dist - s[0]) / s[1] + weight * (logits - s[2]) / s[3]
+
+    def standardise(self, g: torch.Tensor, dist: torch.Tensor, clean: torch.Tensor) -> None:
+        """Set the averaged logits' statistics from the clean rows of (g, dist)."""
+        with torch.no_grad():
+            logits = torch.cat([self(g[idx], dist[idx]) for idx in torch.nonzero(clean)[:, 0].split(64)])
+        self.map_stats[2], self.map_stats[3] = logits.mean(), logits.std() + 1e-6
+
+    @staticmethod
+    def from_state(state: dict[str, torch.Tensor], d: int) -> HeadEnsemble:
+        """Rebuild from `state_dict()` keys ("heads.<i>.<param>", "map_stats")."""
+        count = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("heads."))
+        ensemble = HeadEnsemble([SegmentHead(d) for _ in range(count)])
+        ensemble.load_state_dict(state)
+        return ensemble.eval()
+
+
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
     """Focal loss (Lin et al. 2017): defect positions are a few percent of the grid."""
     p = torch.sigmoid(logits)
