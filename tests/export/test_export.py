@@ -80,7 +80,7 @@ def test_onnxruntime_scores_like_torch(method, data, images, tmp_path, one_threa
 
 
 @pytest.mark.parametrize("method, options", [("padim", ("center=median", "npca=0.9")),
-                                             ("padim", ("head_epochs=1", "head_variants=1")),
+                                             ("padim", ("head_epochs=1", "head_variants=1", "head_count=2")),
                                              ("patchcore", ("whiten=true", "embed_dim=0"))])
 def test_the_analysis_options_export_too(method, options, data, tmp_path, one_thread):
     run = fit(method, data, tmp_path / "run", *options)
