@@ -111,3 +111,10 @@ def test_head_count_averages_heads_of_different_draws(tiny_net, tiny_split, tmp_
     back = Detector.load(det.save(tmp_path / "padim"))
     back.set_backbone(tiny_net())
     np.testing.assert_allclose(back.predict(x).anomaly_maps, det.predict(x).anomaly_maps, rtol=1e-5, atol=1e-5)
+
+
+def test_head_settings_without_a_head_are_refused(tiny_net, tiny_split):
+    with pytest.raises(ConfigError, match="head_weight is a setting of the segmentation head"):
+        PaDiM(backbone=tiny_net(), head_weight=2.0, **OPTS)
+    with pytest.raises(ConfigError, match="at least 4 training images"):
+        PaDiM(backbone=tiny_net(), head_epochs=1, **OPTS).fit(tiny_split.train.subset([0, 1, 2]))

@@ -92,6 +92,9 @@ class PaDiMConfig(PretrainedConfig):
                                           "head_count": AT_LEAST_ONE}
 
 
+HEAD_SETTINGS = ("head_variants", "head_kinds", "head_weight", "head_score", "head_count")
+
+
 class PaDiM(PretrainedDetector):
     """PaDiM (Defard et al. 2021): one Gaussian per patch position, Mahalanobis map, max = image score."""
 
@@ -115,6 +118,12 @@ class PaDiM(PretrainedDetector):
         super().__init__(config, backbone, **overrides)
         if self.config.covariance == "ledoit_wolf" and self.config.share != "none":
             raise ConfigError(f"padim: covariance=ledoit_wolf works per position only (got share={self.config.share})")
+        if self.config.head_epochs == 0:  # the head's settings without a head would be silently unused
+            defaults = PaDiMConfig()
+            unused = [k for k in HEAD_SETTINGS if getattr(self.config, k) != getattr(defaults, k)]
+            if unused:
+                raise ConfigError(f"padim: {unused[0]} is a setting of the segmentation head, which is off "
+                                  "(set head_epochs > 0)")
         bad = [k for k in self.config.head_kinds if k not in ALL_KINDS]
         if bad or not self.config.head_kinds:
             raise ConfigError(f"padim: head_kinds = {list(self.config.head_kinds)!r} must be a non-empty list of "
@@ -161,6 +170,8 @@ class PaDiM(PretrainedDetector):
                 rows = flat[(k + acc.n - len(flat)) % 2::2]
                 if len(rows):
                     fold.update(rows)
+        if folds and min(f.n for f in folds) < 2:
+            raise ConfigError(f"padim: the segmentation head needs at least 4 training images (got {acc.n})")
         self.mean, self.precision = self._gaussian(acc)
         self.head = self._train_head(train, [self._gaussian(f) for f in folds]) if folds else None
         self.fitted = True
