@@ -131,3 +131,16 @@ def test_median_centring_ignores_a_minority_region():
     assert torch.equal(out[:, :, 1:], torch.zeros(1, 2, 3, 4)) and torch.all(out[:, :, 0] == 5.0)
     det.config = PaDiM.Config(center="image")
     assert torch.all(det.select(g)[:, :, 1:] != 0)  # the mean moves with the band
+
+
+def test_covariances_too_large_for_memory_are_refused_before_fitting(tiny_net, tiny_split, monkeypatch):
+    from latentad.detectors import gaussians
+
+    with pytest.raises(ConfigError, match=r"padim: per-position Gaussians need about 2\.0 GiB .* lower n_features"):
+        gaussians.check_covariance_memory("padim", 1024, 256, 4, available=2**30)
+    gaussians.check_covariance_memory("padim", 1024, 256, 4, available=2**32)  # fits: no error
+    monkeypatch.setattr(gaussians, "available_memory", lambda: 1000)  # 1 kB left
+    det = PaDiM(backbone=tiny_net(), levels=("layer1", "layer2"), image_size=32, feature_stride=8)
+    with pytest.raises(ConfigError, match="GiB available"):
+        det.fit(tiny_split.train)
+    assert not det.fitted

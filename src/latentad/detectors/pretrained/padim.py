@@ -51,7 +51,7 @@ from latentad.config import AT_LEAST_ONE, NON_NEGATIVE, Bound
 from latentad.data.base import ImageSet
 from latentad.data.defects import ALL_KINDS
 from latentad.detectors.base import Images, Latents
-from latentad.detectors.gaussians import GaussianAccumulator, precision_of
+from latentad.detectors.gaussians import GaussianAccumulator, check_covariance_memory, precision_of
 from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector, few_threads
 from latentad.detectors.pretrained.segment_head import HeadEnsemble, train_head, training_grids
 from latentad.errors import ConfigError
@@ -165,6 +165,8 @@ class PaDiM(PretrainedDetector):
         folds = [GaussianAccumulator(moments), GaussianAccumulator(moments)] if cfg.head_epochs > 0 else []
         for g in self._grids(train, progress="padim: features"):
             flat = g.flatten(2).transpose(1, 2)  # (B, P, d)
+            if acc.n == 0:  # accumulators, then the covariance, its eigenvectors and the precision
+                check_covariance_memory("padim", flat.shape[1], flat.shape[2], 1 + len(folds) + 3)
             acc.update(flat)
             for k, fold in enumerate(folds):  # fold k: the images of even (k=0) / odd global index
                 rows = flat[(k + acc.n - len(flat)) % 2::2]
