@@ -15,6 +15,7 @@ from latentad.data.base import Batch, ImageSet
 from latentad.data.geometry import Placement, as_shape, map_to_grid
 from latentad.detectors.base import Detector, Prediction
 from latentad.errors import ConfigError, DataError
+from latentad.maps.statistics import read_statistic
 
 
 @dataclass
@@ -72,10 +73,9 @@ def to_grid(detector: Detector, pred: Prediction, orig_sizes: list, grid: tuple[
     for i, (amap, orig) in enumerate(zip(pred.anomaly_maps, orig_sizes, strict=True)):
         placement = Placement.of(tuple(orig or shape), shape, mode)
         t = torch.from_numpy(np.ascontiguousarray(amap))
-        if mode == "fit" and detector.map_statistic in ("max", "mean"):
+        if mode == "fit" and detector.map_statistic is not None:
             rows, cols = placement.valid()
-            inside = t[rows, cols]
-            scores[i] = float(inside.max() if detector.map_statistic == "max" else inside.mean())
+            scores[i] = read_statistic(t[rows, cols], detector.map_statistic)
         maps.append(map_to_grid(t, placement, grid).numpy())
     return Prediction(scores, np.stack(maps))
 

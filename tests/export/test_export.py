@@ -79,7 +79,7 @@ def test_onnxruntime_scores_like_torch(method, data, images, tmp_path, one_threa
         assert t[k]["is_anomalous"] == o[k]["is_anomalous"], k
 
 
-@pytest.mark.parametrize("method, options", [("padim", ("center=median", "npca=0.9")),
+@pytest.mark.parametrize("method, options", [("padim", ("center=median", "npca=0.9", "score_top=0.05")),
                                              ("padim", ("head_epochs=1", "head_variants=1", "head_count=2")),
                                              ("patchcore", ("whiten=true", "embed_dim=0"))])
 def test_the_analysis_options_export_too(method, options, data, tmp_path, one_thread):

@@ -238,7 +238,7 @@ class Detector(ABC):
         """(H, W) the detector's model sees (`image_size` as a pair)."""
         return as_shape(self.config.image_size)
 
-    map_statistic: ClassVar[str | None] = None  # "max" | "mean" when the image score is that of the map
+    map_statistic: ClassVar[str | None] = None  # "max" | "mean" | "top:f" (maps.statistics): the score is the map's
 
     def seed_everything(self) -> None:
         seed_everything(self.config.seed)

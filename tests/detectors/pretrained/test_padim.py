@@ -144,3 +144,15 @@ def test_covariances_too_large_for_memory_are_refused_before_fitting(tiny_net, t
     with pytest.raises(ConfigError, match="GiB available"):
         det.fit(tiny_split.train)
     assert not det.fitted
+
+
+def test_score_top_is_the_mean_of_the_maps_highest_pixels(tiny_net, tiny_split):
+    x = tiny_split.test.load_all().images
+    det = PaDiM(backbone=tiny_net(), levels=("layer1", "layer2"), image_size=32, score_top=0.1).fit(tiny_split.train)
+    pred = det.predict(x)
+    flat = torch.from_numpy(pred.anomaly_maps).flatten(1)
+    want = flat.topk(103, dim=1).values.mean(1)  # ceil(0.1 * 32 * 32) pixels
+    np.testing.assert_allclose(pred.image_scores, want.numpy(), rtol=1e-5)
+    assert det.map_statistic == "top:0.1"
+    with pytest.raises(ConfigError, match="score_top"):
+        PaDiM(backbone=tiny_net(), levels=("layer1",), score_top=1.0)
