@@ -119,3 +119,29 @@ def test_spec_tune_table_is_checked_before_any_cell_runs(data):
         parse_spec(base + 'tune = {candidates = [{sigma = 2.0}, {sigma = -1.0}]}\n')
     with pytest.raises(ConfigError, match=r"\[\[method\]\] 1 tune: candidates"):
         parse_spec(base + "tune = {candidates = []}\n")
+
+
+def test_folds_and_the_one_standard_error_rule():
+    from latentad.tuning import _choose
+
+    with pytest.raises(ConfigError, match="folds = 0 must be an integer"):
+        TuneSpec.parse({"candidates": CANDIDATES, "folds": 0})
+    with pytest.raises(ConfigError, match="one_se needs folds >= 2"):
+        TuneSpec.parse({"candidates": CANDIDATES, "rule": "one_se"})
+    with pytest.raises(ConfigError, match="rule = 'worst'"):
+        TuneSpec.parse({"candidates": CANDIDATES, "folds": 2, "rule": "worst"})
+    rows = [{"value": 0.90, "se": 0.01}, {"value": 0.93, "se": 0.02}, {"value": 0.95, "se": 0.03}]
+    assert _choose(rows, "best") == 2
+    assert _choose(rows, "one_se") == 1  # 0.93 >= 0.95 - 0.03: the simpler candidate within the noise
+    rows[2]["se"] = 0.001
+    assert _choose(rows, "one_se") == 2  # a lead beyond the noise is kept
+    train = make_synthetic(n_train=12, size=48).train
+    spec = TuneSpec.parse({"candidates": CANDIDATES, "folds": 2, "rule": "one_se"})
+    record = tune("padim", None, {"image_size": 48}, spec, train, seed=0)
+    for row in record["candidates"]:
+        assert len(row["folds"]) == 2 and row["se"] >= 0
+        assert row["pixel_auroc"] == pytest.approx(np.mean([f["pixel_auroc"] for f in row["folds"]]))
+        assert row["value"] == pytest.approx(row["pixel_auroc"])
+    assert record["candidates"][0]["folds"][0] != record["candidates"][0]["folds"][1]  # two different splits
+    assert "2 splits (seeds 0..1), rule one_se" in record["data"]
+    assert record["chosen"] == CANDIDATES[_choose(record["candidates"], "one_se")]

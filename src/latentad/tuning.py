@@ -25,23 +25,30 @@ from latentad.data.defects import ALL_KINDS, KINDS, add_defect
 from latentad.errors import ConfigError
 
 CRITERIA = ("auto", "image_auroc", "pixel_auroc", "mean")
+RULES = ("best", "one_se")
 
 
 @dataclass
 class TuneSpec:
     """candidates: option sets to try (each merged over the run's options); criterion: what decides
     (auto = pixel AUROC for a localising method, else image AUROC; mean = their average); fraction:
-    share of the normal training images held out for validation; kinds: synthetic defect kinds."""
+    share of the normal training images held out for validation; kinds: synthetic defect kinds;
+    folds: independent validation splits (each its own draw of held-out images and defects), the
+    criterion averaged over them; rule: "best" keeps the highest mean, "one_se" the first candidate
+    (list the simplest first) within one standard error of the best: a lead smaller than the
+    split-to-split noise does not buy a more complex option (needs folds >= 2)."""
 
     candidates: list[dict[str, Any]]
     criterion: str = "auto"
     fraction: float = 0.2
     kinds: tuple[str, ...] = KINDS
+    folds: int = 1
+    rule: str = "best"
 
     @staticmethod
     def parse(raw: dict[str, Any], where: str = "tune") -> TuneSpec:
         """Check a `tune` table ({candidates = [...], criterion = ..., fraction = ..., kinds = [...]})."""
-        known = {"candidates", "criterion", "fraction", "kinds"}
+        known = {"candidates", "criterion", "fraction", "kinds", "folds", "rule"}
         extra = sorted(set(raw) - known)
         if extra:
             raise ConfigError(f"{where}: unknown key {extra[0]!r} (known: {', '.join(sorted(known))})")
@@ -57,7 +64,15 @@ class TuneSpec:
         kinds = raw.get("kinds", list(KINDS))
         if not isinstance(kinds, list) or not kinds or any(k not in ALL_KINDS for k in kinds):
             raise ConfigError(f"{where}: kinds = {kinds!r} must be a non-empty list of {', '.join(ALL_KINDS)}")
-        return TuneSpec([dict(c) for c in cands], criterion, float(fraction), tuple(kinds))
+        folds = raw.get("folds", 1)
+        if not isinstance(folds, int) or isinstance(folds, bool) or not 1 <= folds <= 20:
+            raise ConfigError(f"{where}: folds = {folds!r} must be an integer from 1 to 20")
+        rule = raw.get("rule", "best")
+        if rule not in RULES:
+            raise ConfigError(f"{where}: rule = {rule!r} must be one of {', '.join(RULES)}")
+        if rule == "one_se" and folds < 2:
+            raise ConfigError(f"{where}: rule = one_se needs folds >= 2 (a standard error needs several splits)")
+        return TuneSpec([dict(c) for c in cands], criterion, float(fraction), tuple(kinds), folds, rule)
 
 
 def read_tune_file(path: Path) -> dict[str, Any]:
@@ -157,14 +172,41 @@ def tune(method: str, preset: str | None, options: dict[str, Any], spec: TuneSpe
     criterion = spec.criterion if spec.criterion != "auto" else ("pixel_auroc" if localizes else "image_auroc")
     if criterion == "pixel_auroc" and not localizes:
         raise ConfigError(f"tune: criterion pixel_auroc, but {method} gives no maps (use image_auroc)")
-    fit, val = validation_split(train, spec.fraction, seed, spec.kinds)
+    splits = [validation_split(train, spec.fraction, seed + k, spec.kinds) for k in range(spec.folds)]
     rows = []
     for cand in track(spec.candidates, description=f"tune {method}", total=len(spec.candidates)):
-        rows.append({"options": cand, **_score(method, preset, {**options, **cand}, fit, val, seed, device)})
-    best = max(range(len(rows)), key=lambda i: (_value(rows[i], criterion), -i))
+        per_fold = [_score(method, preset, {**options, **cand}, fit, val, seed, device) for fit, val in splits]
+        rows.append({"options": cand, **_summarise(per_fold, criterion)})
+    best = _choose(rows, spec.rule)
+    fit, val = splits[0]
+    folds = f"{spec.folds} splits (seeds {seed}..{seed + spec.folds - 1}), rule {spec.rule}; " if spec.folds > 1 else ""
     return {
         "chosen": rows[best]["options"], "criterion": criterion, "candidates": rows,
-        "data": (f"validation split of the normal training images (seed {seed}): {len(fit)} to fit, "
+        "data": (f"validation split of the normal training images (seed {seed}): {folds}{len(fit)} to fit, "
                  f"{len(val) // 2} held out, each scored as it is and with one synthetic defect "
                  f"({', '.join(spec.kinds)}); no test image read"),
     }
+
+
+def _summarise(per_fold: list[dict[str, Any]], criterion: str) -> dict[str, Any]:
+    """One candidate's row: its figures (means over the splits), and with several splits each split's
+    figures and the criterion's standard error."""
+    if len(per_fold) == 1:
+        return {**per_fold[0], "value": _value(per_fold[0], criterion)}
+    values = np.array([_value(r, criterion) for r in per_fold])
+    row: dict[str, Any] = {}
+    for key in ("image_auroc", "pixel_auroc", "seconds"):
+        parts = [r[key] for r in per_fold]
+        row[key] = None if any(p is None for p in parts) else float(np.mean(parts))
+    return {**row, "value": float(values.mean()), "se": float(values.std(ddof=1) / np.sqrt(len(values))),
+            "folds": per_fold}
+
+
+def _choose(rows: list[dict[str, Any]], rule: str) -> int:
+    """The winner's index: the highest mean (the first on a tie), or under "one_se" the first row
+    within one standard error of it."""
+    best = max(range(len(rows)), key=lambda i: (rows[i]["value"], -i))
+    if rule == "one_se":
+        floor = rows[best]["value"] - rows[best]["se"]
+        return next(i for i, r in enumerate(rows) if r["value"] >= floor)
+    return best
