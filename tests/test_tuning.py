@@ -99,6 +99,8 @@ def test_cli_fit_tune_file_and_its_errors(data, tmp_path):
                               "image_size=48", "--tune", str(f)])
     assert res.exit_code == 0, res.output
     assert "tuned: {\"sigma\"" in res.output
+    lines = [ln for ln in res.output.splitlines() if '{"sigma": ' in ln and ": image " in ln]
+    assert len(lines) == 2 and sum(ln.startswith("*") for ln in lines) == 1 and "mean 0." in lines[0]
     bad = tmp_path / "bad.toml"
     bad.write_text("[tune]\ncandidates = [{sigma = 2.0}]\n")
     res = runner.invoke(app, ["fit", "--method", "padim", "--data", str(data), "--out", str(tmp_path / "r2"),

@@ -120,13 +120,14 @@ def fit(
         options = coerce_options(get_method(method).Config, parse_options(option))
         if epochs is not None:
             options["epochs"] = epochs
-        from latentad.tuning import read_tune_file
+        from latentad.tuning import read_tune_file, summary_lines
 
         tune_table = read_tune_file(tune) if tune is not None else None
         summary = fit_run(out, method, data, fmt, parse_options(data_option), preset, options, seed, resume,
                           force, calibration_fraction, target_fpr, device, precision, tune=tune_table)
         if tune_table is not None:
-            typer.echo(f"tuned: {json.dumps(json.loads((out / 'tuning.json').read_text())['chosen'])}")
+            record = json.loads((out / "tuning.json").read_text())
+            typer.echo("\n".join(summary_lines(record)) + f"\ntuned: {json.dumps(record['chosen'])}")
         typer.echo(f"fitted {method} on {summary['n_train']} images in {summary['fit_seconds']:.1f} s -> {out}")
 
     _run_safely(go)

@@ -210,3 +210,22 @@ def _choose(rows: list[dict[str, Any]], rule: str) -> int:
         floor = rows[best]["value"] - rows[best]["se"]
         return next(i for i, r in enumerate(rows) if r["value"] >= floor)
     return best
+
+
+def summary_lines(record: dict[str, Any]) -> list[str]:
+    """One line per candidate (its options, validation figures, criterion ± s.e. with several splits),
+    the chosen one marked: what `latentad fit --tune` prints before its `tuned:` line."""
+    import json
+
+    def fmt(v: float | None) -> str:
+        return "  -  " if v is None else f"{v:.4f}"
+
+    lines = []
+    for row in record["candidates"]:
+        mark = "*" if row["options"] == record["chosen"] else " "
+        value = row.get("value")
+        crit = "" if value is None else f" {record['criterion']} {value:.4f}" + (
+            f" ± {row['se']:.4f}" if "se" in row else "")
+        lines.append(f"{mark} {json.dumps(row['options'], sort_keys=True)}: image {fmt(row['image_auroc'])} "
+                     f"pixel {fmt(row['pixel_auroc'])}{crit}")
+    return lines
