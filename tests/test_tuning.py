@@ -123,7 +123,8 @@ def test_spec_tune_table_is_checked_before_any_cell_runs(data):
         parse_spec(base + "tune = {candidates = []}\n")
 
 
-def test_folds_and_the_one_standard_error_rule():
+def test_folds_and_the_one_standard_error_rule(monkeypatch):
+    import latentad.tuning as tuning
     from latentad.tuning import _choose
 
     with pytest.raises(ConfigError, match="folds = 0 must be an integer"):
@@ -139,11 +140,14 @@ def test_folds_and_the_one_standard_error_rule():
     assert _choose(rows, "one_se") == 2  # a lead beyond the noise is kept
     train = make_synthetic(n_train=12, size=48).train
     spec = TuneSpec.parse({"candidates": CANDIDATES, "folds": 2, "rule": "one_se"})
+    seeds = []
+    real_split = tuning.validation_split
+    monkeypatch.setattr(tuning, "validation_split", lambda *a: seeds.append(a[2]) or real_split(*a))
     record = tune("padim", None, {"image_size": 48}, spec, train, seed=0)
     for row in record["candidates"]:
         assert len(row["folds"]) == 2 and row["se"] >= 0
         assert row["pixel_auroc"] == pytest.approx(np.mean([f["pixel_auroc"] for f in row["folds"]]))
         assert row["value"] == pytest.approx(row["pixel_auroc"])
-    assert record["candidates"][0]["folds"][0] != record["candidates"][0]["folds"][1]  # two different splits
+    assert seeds == [0, 1]  # two different splits, each drawn once for all candidates
     assert "2 splits (seeds 0..1), rule one_se" in record["data"]
     assert record["chosen"] == CANDIDATES[_choose(record["candidates"], "one_se")]

@@ -10,6 +10,7 @@ choice can be audited. The test images are never read.
 
 from __future__ import annotations
 
+import json
 import time
 import tomllib
 import zlib
@@ -215,7 +216,6 @@ def _choose(rows: list[dict[str, Any]], rule: str) -> int:
 def summary_lines(record: dict[str, Any]) -> list[str]:
     """One line per candidate (its options, validation figures, criterion ± s.e. with several splits),
     the chosen one marked: what `latentad fit --tune` prints before its `tuned:` line."""
-    import json
 
     def fmt(v: float | None) -> str:
         return "  -  " if v is None else f"{v:.4f}"
