@@ -156,3 +156,40 @@ def test_score_top_is_the_mean_of_the_maps_highest_pixels(tiny_net, tiny_split):
     assert det.map_statistic == "top:0.1"
     with pytest.raises(ConfigError, match="score_top"):
         PaDiM(backbone=tiny_net(), levels=("layer1",), score_top=1.0)
+
+
+def test_standardize_position_standardises_by_cross_fitted_distances(tiny_net, tiny_split, tmp_path):
+    from latentad.detectors.base import Detector
+
+    opts = {"levels": ("layer1", "layer2"), "image_size": 32, "feature_stride": 8}
+    train = tiny_split.train
+    n = len(train)
+    det = PaDiM(backbone=tiny_net(), standardize="position", **opts).fit(train)
+    plain = PaDiM(backbone=tiny_net(), **opts).fit(train)
+    even = PaDiM(backbone=tiny_net(), **opts).fit(train.subset(range(0, n, 2)))
+    odd = PaDiM(backbone=tiny_net(), **opts).fit(train.subset(range(1, n, 2)))
+    x = train.load_all().images
+    g = torch.cat(list(plain._grids(x)))
+    cross = torch.where((torch.arange(n) % 2 == 0)[:, None, None], odd.mahalanobis(g), even.mahalanobis(g))
+    torch.testing.assert_close(det.position_stats[0], cross.mean(0), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(det.position_stats[1], cross.std(0), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(cross, plain.mahalanobis(g))  # not the shrunken in-sample distances
+    test = tiny_split.test.load_all().images
+    gt = torch.cat(list(plain._grids(test)))
+    want = plain.smooth_maps((plain.mahalanobis(gt) - cross.mean(0)) / cross.std(0), plain.config.sigma)
+    pred = det.predict(test)
+    np.testing.assert_allclose(pred.anomaly_maps, want.numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(pred.image_scores, want.flatten(1).amax(1).numpy(), rtol=1e-3, atol=1e-3)
+    back = Detector.load(det.save(tmp_path / "padim"))
+    back.set_backbone(tiny_net())
+    np.testing.assert_allclose(back.predict(test).anomaly_maps, pred.anomaly_maps, rtol=1e-5, atol=1e-5)
+
+
+def test_standardize_position_is_checked(tiny_net, tiny_split):
+    with pytest.raises(ConfigError, match="standardize"):
+        PaDiM(backbone=tiny_net(), levels=("layer1",), standardize="pixel")
+    with pytest.raises(ConfigError, match="not combined with the segmentation head"):
+        PaDiM(backbone=tiny_net(), levels=("layer1",), standardize="position", head_epochs=1)
+    with pytest.raises(ConfigError, match="standardize=position needs at least 4 training images"):
+        PaDiM(backbone=tiny_net(), levels=("layer1",), image_size=32, standardize="position").fit(
+            tiny_split.train.subset([0, 1, 2]))

@@ -118,3 +118,35 @@ def test_head_settings_without_a_head_are_refused(tiny_net, tiny_split):
         PaDiM(backbone=tiny_net(), head_weight=2.0, **OPTS)
     with pytest.raises(ConfigError, match="at least 4 training images"):
         PaDiM(backbone=tiny_net(), head_epochs=1, **OPTS).fit(tiny_split.train.subset([0, 1, 2]))
+
+
+def test_head_gate_weighs_the_heads_map_by_the_image_score(tiny_net, tiny_split, tmp_path):
+    det = PaDiM(backbone=tiny_net(), head_epochs=1, head_variants=1, head_score="gaussian", head_gate=1.0, **OPTS)
+    det.fit(tiny_split.train)
+    mean, std = det.head.score_stats
+    assert torch.isfinite(mean) and std > 0  # the clean training images' cross-fitted scores
+    x = tiny_split.test.load_all().images
+    g = torch.cat(list(det._grids(x)))
+    dist = det.mahalanobis(g)
+    with torch.no_grad():
+        logits = det.head(g, dist)
+    scores = det.smooth_maps(dist, det.config.sigma).amax((1, 2))
+    gate = det.head.gate(scores, 1.0)
+    z = (scores - mean) / std  # Phi(z - 1): a normal-looking image keeps little of the head's map
+    torch.testing.assert_close(gate, torch.distributions.Normal(0.0, 1.0).cdf(z - 1.0), rtol=1e-5, atol=1e-6)
+    s = det.head.map_stats
+    want = det.smooth_maps((dist - s[0]) / s[1] + gate[:, None, None] * (logits - s[2]) / s[3], det.config.sigma)
+    pred = det.predict(x)
+    np.testing.assert_allclose(pred.anomaly_maps, want.numpy(), rtol=1e-4, atol=1e-4)
+    ungated = PaDiM(backbone=tiny_net(), head_epochs=1, head_variants=1, head_score="gaussian", **OPTS)
+    ungated.fit(tiny_split.train)  # same seed, same heads: only the gate differs
+    np.testing.assert_allclose(ungated.predict(x).image_scores, pred.image_scores, rtol=1e-5)
+    assert not np.allclose(ungated.predict(x).anomaly_maps, pred.anomaly_maps)
+    back = Detector.load(det.save(tmp_path / "padim"))
+    back.set_backbone(tiny_net())
+    np.testing.assert_allclose(back.predict(x).anomaly_maps, pred.anomaly_maps, rtol=1e-5, atol=1e-5)
+
+
+def test_head_gate_is_a_head_setting(tiny_net):
+    with pytest.raises(ConfigError, match="head_gate is a setting of the segmentation head"):
+        PaDiM(backbone=tiny_net(), head_gate=1.0, **OPTS)

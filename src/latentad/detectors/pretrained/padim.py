@@ -35,6 +35,13 @@ Options from the analysis (docs/ANALYSIS.md, magnetic tile; off by default, issu
   `uneven` tiles' band is normal texture patch by patch; only its disagreement with the rest of the
   tile marks it, which a per-position Gaussian cannot see.
 
+- `standardize="position"`: each position's distance standardised by the mean and std, at that
+  position, of the training images' distances to the Gaussians of the other half of them
+  (cross-fitted, as a test image's; one more pass over the training images). Why: the normal spread
+  of the distance differs from position to position (magnetic tile: std 4.4-7.5 across the grid,
+  bottle 0.2-40, docs/ANALYSIS.md), so the raw map's maximum is decided by the positions that vary
+  most on normal images; standardised, every position raises its alarm at the same normal rate.
+  Not combined with the segmentation head (whose fusion standardises the distances globally).
 - `score_top=f`: the image score is the mean of the map's highest fraction f of pixels instead of its
   maximum (`maps.statistics.top_mean`): one noisy peak no longer decides a tile's score, and a change
   spread over many pixels counts; on magnetic tile the map away from the defects already separates
@@ -75,7 +82,11 @@ class PaDiMConfig(PretrainedConfig):
     training image, head_kinds: the synthetic kinds (`data.defects`), head_weight: its weight in the
     map; head_score: the image score as the fused map's maximum, or ("gaussian") the Mahalanobis
     map's alone (the head then only localises); head_count: heads averaged, each on its own defects;
-    score_top: the image score is the mean of the map's highest fraction of pixels (0 = its maximum)."""
+    head_gate: multiply the head's map per image by Phi(z - head_gate), z the Mahalanobis image score
+    standardised on the (cross-fitted) clean training images (None = no gate);
+    score_top: the image score is the mean of the map's highest fraction of pixels (0 = its maximum);
+    standardize: "position" standardises each position's distance by the cross-fitted training
+    distances there ("none": raw distances)."""
 
     levels: tuple[str, ...] | None = None
     feature_stride: int = 8
@@ -92,7 +103,9 @@ class PaDiMConfig(PretrainedConfig):
     head_weight: float = 1.0
     head_score: Literal["fused", "gaussian"] = "fused"
     head_count: int = 1
+    head_gate: float | None = None
     score_top: float = 0.0
+    standardize: Literal["none", "position"] = "none"
     bounds: ClassVar[dict[str, Bound]] = {"feature_stride": AT_LEAST_ONE, "n_features": NON_NEGATIVE,
                                           "eps": NON_NEGATIVE, "sigma": NON_NEGATIVE,
                                           "npca": Bound(ge=0, lt=1), "head_epochs": NON_NEGATIVE,
@@ -100,7 +113,7 @@ class PaDiMConfig(PretrainedConfig):
                                           "head_count": AT_LEAST_ONE, "score_top": Bound(ge=0, lt=1)}
 
 
-HEAD_SETTINGS = ("head_variants", "head_kinds", "head_weight", "head_score", "head_count")
+HEAD_SETTINGS = ("head_variants", "head_kinds", "head_weight", "head_score", "head_count", "head_gate")
 
 
 class PaDiM(PretrainedDetector):
@@ -134,6 +147,9 @@ class PaDiM(PretrainedDetector):
             if unused:
                 raise ConfigError(f"padim: {unused[0]} is a setting of the segmentation head, which is off "
                                   "(set head_epochs > 0)")
+        if self.config.head_epochs > 0 and self.config.standardize != "none":
+            raise ConfigError("padim: standardize=position is not combined with the segmentation head "
+                              "(head_epochs > 0)")
         bad = [k for k in self.config.head_kinds if k not in ALL_KINDS]
         if bad or not self.config.head_kinds:
             raise ConfigError(f"padim: head_kinds = {list(self.config.head_kinds)!r} must be a non-empty list of "
@@ -142,6 +158,7 @@ class PaDiM(PretrainedDetector):
         self.precision: torch.Tensor | None = None  # (P, d, d)
         self.channels: torch.Tensor | None = None  # (d,) indices into the concatenated channels
         self.head: HeadEnsemble | None = None
+        self.position_stats: torch.Tensor | None = None  # (2, h, w): cross-fitted distances' mean, std
 
     def _grids(self, images: Images, progress: str | None = None):
         cfg = self.config
@@ -170,9 +187,11 @@ class PaDiM(PretrainedDetector):
         self.channels = None
         moments = cfg.covariance == "ledoit_wolf"
         acc = GaussianAccumulator(fourth_moments=moments)
-        # with the head: two more Gaussians, each of every other image, so that the head learns from
-        # distances of images the Gaussian did not see (as at test time), not the shrunken ones of its own
-        folds = [GaussianAccumulator(moments), GaussianAccumulator(moments)] if cfg.head_epochs > 0 else []
+        # with the head or the position normalisation: two more Gaussians, each of every other image, so
+        # that distances of training images are taken to a Gaussian that did not see them (as at test
+        # time), not the shrunken ones to their own
+        cross = cfg.head_epochs > 0 or cfg.standardize == "position"
+        folds = [GaussianAccumulator(moments), GaussianAccumulator(moments)] if cross else []
         for g in self._grids(train, progress="padim: features"):
             flat = g.flatten(2).transpose(1, 2)  # (B, P, d)
             if acc.n == 0:  # accumulators, then the covariance, its eigenvectors and the precision
@@ -183,9 +202,12 @@ class PaDiM(PretrainedDetector):
                 if len(rows):
                     fold.update(rows)
         if folds and min(f.n for f in folds) < 2:
-            raise ConfigError(f"padim: the segmentation head needs at least 4 training images (got {acc.n})")
+            what = "the segmentation head" if cfg.head_epochs > 0 else "standardize=position"
+            raise ConfigError(f"padim: {what} needs at least 4 training images (got {acc.n})")
         self.mean, self.precision = self._gaussian(acc)
-        self.head = self._train_head(train, [self._gaussian(f) for f in folds]) if folds else None
+        fold_gaussians = [self._gaussian(f) for f in folds]
+        self.head = self._train_head(train, fold_gaussians) if cfg.head_epochs > 0 else None
+        self.position_stats = self._position_stats(train, fold_gaussians) if cfg.standardize == "position" else None
         self.fitted = True
         return self
 
@@ -230,7 +252,22 @@ class PaDiM(PretrainedDetector):
             heads.append(train_head(g, dist, masks, cfg.head_epochs, cfg.seed + 1000 * j, clean))
         ensemble = HeadEnsemble(heads)
         ensemble.standardise(g, dist, clean)
+        rows = dist[clean]
+        ensemble.set_score_stats(torch.cat([self.smooth_maps(r, cfg.sigma).amax((1, 2)) for r in rows.split(64)]))
         return ensemble.to(self.device)
+
+    def _position_stats(self, train: ImageSet, folds: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """(2, h, w): per position, the mean and std of the training images' distances, each image's to
+        the Gaussian of the fold it is not in (streamed: sums and sums of squares only)."""
+        total, squares, seen = 0.0, 0.0, 0
+        for g in self._grids(train, progress="padim: cross-fitted distances"):
+            parity = (torch.arange(len(g), device=g.device) + seen) % 2  # the image's fold
+            other = [self.mahalanobis(g, *folds[1 - k]) for k in (0, 1)]
+            dist = torch.where(parity[:, None, None] == 0, other[0], other[1]).double()
+            total, squares, seen = total + dist.sum(0), squares + (dist**2).sum(0), seen + len(g)
+        mean = total / seen
+        std = (squares / seen - mean**2).clamp_min(0).mul(seen / (seen - 1)).sqrt()
+        return torch.stack([mean, std.clamp_min(1e-6)]).float()
 
     def mahalanobis(self, g: torch.Tensor, mean: torch.Tensor | None = None, precision: torch.Tensor | None = None
                     ) -> torch.Tensor:
@@ -250,13 +287,18 @@ class PaDiM(PretrainedDetector):
     def score_features(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.select(self.patch_grid(feats))
         dist = self.mahalanobis(g)
+        if self.position_stats is not None:
+            dist = (dist - self.position_stats[0]) / self.position_stats[1]
         top = self.config.score_top
         if self.head is None:
             maps = self.smooth_maps(dist, self.config.sigma)
             return top_mean(maps, top), maps
-        maps = self.smooth_maps(self.head.fuse(dist, self.head(g, dist), self.config.head_weight), self.config.sigma)
-        scored = maps if self.config.head_score == "fused" else self.smooth_maps(dist, self.config.sigma)
-        return top_mean(scored, top), maps
+        cfg = self.config
+        gaussian = self.smooth_maps(dist, cfg.sigma) if cfg.head_score == "gaussian" or cfg.head_gate is not None \
+            else None
+        gate = None if cfg.head_gate is None else self.head.gate(gaussian.amax((1, 2)), cfg.head_gate)
+        maps = self.smooth_maps(self.head.fuse(dist, self.head(g, dist), cfg.head_weight, gate), cfg.sigma)
+        return top_mean(maps if cfg.head_score == "fused" else gaussian, top), maps
 
     def embed(self, images: Images) -> Latents:
         """Per-level backbone features plus the selected patch features ("patches": (N,d,g,g))."""
@@ -265,13 +307,14 @@ class PaDiM(PretrainedDetector):
         return out
 
     def move_fitted(self, device: torch.device) -> None:
-        for name in ("mean", "precision", "channels", "head"):
+        for name in ("mean", "precision", "channels", "head", "position_stats"):
             if getattr(self, name) is not None:
                 setattr(self, name, getattr(self, name).to(device))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         head = {} if self.head is None else {f"head.{k}": v for k, v in self.head.state_dict().items()}
-        return {"mean": self.mean, "precision": self.precision, "channels": self.channels, **head,
+        norm = {} if self.position_stats is None else {"position_stats": self.position_stats}
+        return {"mean": self.mean, "precision": self.precision, "channels": self.channels, **head, **norm,
                 **self.backbone_state()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -279,7 +322,13 @@ class PaDiM(PretrainedDetector):
         self.mean = tensors["mean"].float()
         self.precision = tensors["precision"].float()
         self.channels = tensors["channels"].long()
+        self.position_stats = tensors.get("position_stats")
+        if (self.position_stats is None) != (self.config.standardize == "none"):
+            raise ConfigError(f"padim: the model file's tensors do not match standardize={self.config.standardize}")
         head = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
         self.head = None
         if head:
             self.head = HeadEnsemble.from_state(head, self.mean.shape[-1])
+            if self.config.head_gate is not None and torch.isnan(self.head.score_stats).any():
+                raise ConfigError("padim: head_gate needs the training images' score statistics, which this "
+                                  "model file predates (refit it)")

@@ -59,14 +59,31 @@ class HeadEnsemble(nn.Module):
         self.heads = nn.ModuleList(heads)
         # the clean training images' distance mean, std and averaged-logit mean, std (`standardise`)
         self.register_buffer("map_stats", torch.cat([heads[0].dist_stats, torch.tensor([0.0, 1.0])]))
+        # their image scores' (the smoothed Mahalanobis map's maximum) mean, std (`set_score_stats`; nan: unset)
+        self.register_buffer("score_stats", torch.tensor([float("nan"), float("nan")]))
 
     def forward(self, g: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
         return torch.stack([h(g, dist) for h in self.heads]).mean(0)
 
-    def fuse(self, dist: torch.Tensor, logits: torch.Tensor, weight: float) -> torch.Tensor:
-        """Both maps standardised on the clean training images, then added (the heads' weighted)."""
+    def fuse(self, dist: torch.Tensor, logits: torch.Tensor, weight: float,
+             gate: torch.Tensor | None = None) -> torch.Tensor:
+        """Both maps standardised on the clean training images, then added (the heads' weighted, and
+        multiplied per image by `gate` (B,) when given)."""
         s = self.map_stats
-        return (dist - s[0]) / s[1] + weight * (logits - s[2]) / s[3]
+        head = weight * (logits - s[2]) / s[3]
+        return (dist - s[0]) / s[1] + (head if gate is None else gate[:, None, None] * head)
+
+    def gate(self, scores: torch.Tensor, offset: float) -> torch.Tensor:
+        """(B,) image scores -> (B,) weights in (0, 1): Phi(z - offset), z the score standardised by the
+        clean training images' scores. Why: the heads' false alarms sit on normal images (magnetic tile),
+        which the Gaussian image score already tells from defective ones; gated, an image the Gaussian
+        finds normal keeps little of the heads' map."""
+        z = (scores - self.score_stats[0]) / self.score_stats[1]
+        return 0.5 * (1 + torch.erf((z - offset) / 2**0.5))
+
+    def set_score_stats(self, scores: torch.Tensor) -> None:
+        """The clean training images' image scores (cross-fitted, as at test time) -> `score_stats`."""
+        self.score_stats[0], self.score_stats[1] = scores.mean(), scores.std() + 1e-6
 
     def standardise(self, g: torch.Tensor, dist: torch.Tensor, clean: torch.Tensor) -> None:
         """Set the averaged logits' statistics from the clean rows of (g, dist)."""
@@ -79,6 +96,7 @@ class HeadEnsemble(nn.Module):
         """Rebuild from `state_dict()` keys ("heads.<i>.<param>", "map_stats")."""
         count = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("heads."))
         ensemble = HeadEnsemble([SegmentHead(d) for _ in range(count)])
+        state = {"score_stats": ensemble.score_stats, **state}  # files written before the gate existed
         ensemble.load_state_dict(state)
         return ensemble.eval()
 
