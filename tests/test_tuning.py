@@ -2,6 +2,7 @@
 split, the choice and its record, and proof that no test image is read."""
 
 import json
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -151,3 +152,45 @@ def test_folds_and_the_one_standard_error_rule(monkeypatch):
     assert seeds == [0, 1]  # two different splits, each drawn once for all candidates
     assert "2 splits (seeds 0..1), rule one_se" in record["data"]
     assert record["chosen"] == CANDIDATES[_choose(record["candidates"], "one_se")]
+
+
+def test_a_near_chance_validation_split_is_flagged(monkeypatch):
+    import latentad.tuning as tuning
+
+    train = make_synthetic(n_train=12, size=48).train
+    spec = TuneSpec.parse({"candidates": CANDIDATES})
+    figures = iter([0.55, 0.60])  # both candidates barely above chance: the split cannot rank them
+    monkeypatch.setattr(tuning, "_score", lambda *a: {"image_auroc": 0.7, "pixel_auroc": next(figures)})
+    with pytest.warns(UserWarning, match=r"scores 0.600 \(pixel_auroc\).*near chance.*cutpaste, scar, blend"):
+        record = tune("padim", None, {"image_size": 48}, spec, train, seed=0)
+    assert "near chance" in record["warning"] and record["chosen"] == CANDIDATES[1]
+    figures = iter([0.55, 0.90])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an informative split: no warning
+        assert tune("padim", None, {"image_size": 48}, spec, train, seed=0)["warning"] is None
+
+
+def test_data_tune_settings_merge_over_each_methods_tune_table(data, tmp_path, monkeypatch):
+    import latentad.experiments.cells as cells
+
+    method = '[[method]]\nname = "padim"\ntune = {candidates = [{sigma = 2.0}, {sigma = 4.0}], folds = 2}\n'
+    entry = f'[[data]]\npath = "{data}"\n'
+    spec = parse_spec(entry + 'tune = {kinds = ["scar"]}\n' + method)
+    cell = spec.cells()[0]
+    assert cell["data"]["tune"] == {"kinds": ["scar"]}
+    assert "tune" not in parse_spec(entry + method).cells()[0]["data"]  # older finished cells keep matching
+    seen = {}
+
+    def fit_run(*a, tune=None, **k):  # records what the cell hands over, then stops the cell
+        seen.update(tune)
+        raise ValueError("stop")
+
+    monkeypatch.setattr("latentad.runs.fit_run", fit_run)
+    cells._fit_and_evaluate(cell, tmp_path / "run", False, None)
+    assert seen == {"candidates": [{"sigma": 2.0}, {"sigma": 4.0}], "folds": 2, "kinds": ["scar"]}
+    with pytest.raises(ConfigError, match=r"\[\[data\]\] 1 tune: unknown key 'candidates'"):
+        parse_spec(entry + 'tune = {candidates = [{}, {}]}\n' + method)
+    with pytest.raises(ConfigError, match=r"\[\[data\]\] 1 tune: kinds = \['nope'\]"):
+        parse_spec(entry + 'tune = {kinds = ["nope"]}\n' + method)
+    with pytest.raises(ConfigError, match="has tune settings, but no \\[\\[method\\]\\] has a tune table"):
+        parse_spec(entry + 'tune = {kinds = ["scar"]}\n[[method]]\nname = "padim"\n')

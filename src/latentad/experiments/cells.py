@@ -93,7 +93,7 @@ def _fit_and_evaluate(cell: dict[str, Any], run: Path, resume: bool, device: str
         t0 = time.perf_counter()
         fit_run(run, m["name"], d["path"], d["format"], dict(d["options"]), m["preset"], dict(m["options"]),
                 cell["seed"], resume, True, cell["calibration_fraction"], cell["target_fpr"], device,
-                tune=m.get("tune"))
+                tune=None if m.get("tune") is None else {**m["tune"], **(d.get("tune") or {})})
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         metrics = evaluate_run(run, None, None, None, eval_size=cell["eval_size"], device=device).metrics

@@ -11,6 +11,10 @@ methods x seeds. Every mistake is refused before any cell runs, in one line nami
     path = "data/mvtec_ad/bottle"    # or root = "data/mvtec_ad" + categories = ["bottle"] or "*"
     format = "mvtec"                 # optional, as --format
     options = {}                     # optional, as -d
+    tune = {kinds = ["cutpaste", "scar", "blend"]}
+                                     # optional: tune settings (not candidates) for this data set,
+                                     # over every method's tune table: which synthetic defects are
+                                     # visible, and so can rank candidates, depends on the images
     [[method]]
     name = "padim"
     preset = "default"               # optional
@@ -31,7 +35,8 @@ from typing import Any
 from latentad.errors import ConfigError
 
 BENCHMARK_KEYS = {"seeds", "eval_size", "calibration_fraction", "target_fpr"}
-DATA_KEYS = {"name", "path", "root", "categories", "format", "options"}
+DATA_KEYS = {"name", "path", "root", "categories", "format", "options", "tune"}
+DATA_TUNE_KEYS = {"criterion", "fraction", "kinds", "folds", "rule"}  # a tune table's keys but candidates
 METHOD_KEYS = {"name", "preset", "options", "label", "tune"}
 
 
@@ -41,6 +46,7 @@ class DataEntry:
     path: str
     format: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)
+    tune: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,7 @@ class Spec:
         """Every (data, method, seed) cell as a plain dict (what a worker process receives)."""
         return [
             {
-                "data": asdict(d),
+                "data": _without_none_tune(asdict(d)),
                 "method": _method_dict(m),
                 "seed": s,
                 "eval_size": self.eval_size,
@@ -80,9 +86,13 @@ class Spec:
 
 
 def _method_dict(m: MethodEntry) -> dict[str, Any]:
-    """The entry as a cell carries it; without `tune` when there is none, so that cells finished
-    before the key existed still count as the same entry."""
-    d = asdict(m)
+    """The entry as a cell carries it (the data set's tune settings merged into its tune table)."""
+    return _without_none_tune(asdict(m))
+
+
+def _without_none_tune(d: dict[str, Any]) -> dict[str, Any]:
+    """An entry without `tune` when it has none, so that cells finished before the key existed still
+    count as the same entry."""
     if d["tune"] is None:
         del d["tune"]
     return d
@@ -127,6 +137,13 @@ def _data_entries(i: int, t: dict, base: Path) -> list[DataEntry]:
     _unknown(where, t, DATA_KEYS)
     fmt = _typed(where, "format", t.get("format", "auto"), str, "a format name")
     opts = _typed(where, "options", t.get("options", {}), dict, "a table")
+    tune = None
+    if "tune" in t:
+        from latentad.tuning import TuneSpec
+
+        tune = _typed(where, "tune", t["tune"], dict, "a table")
+        _unknown(f"{where} tune", tune, DATA_TUNE_KEYS)
+        TuneSpec.parse({"candidates": [{}, {}], **tune}, f"{where} tune")  # its values checked now
     if ("path" in t) == ("root" in t):
         raise ConfigError(f"{where}: give either path or root (with categories)")
     if "path" in t:
@@ -135,13 +152,13 @@ def _data_entries(i: int, t: dict, base: Path) -> list[DataEntry]:
             raise ConfigError(f"{where}: categories goes with root, not with path")
         name = _typed(where, "name", t.get("name", Path(path).name), str, "a name")
         if path == "elpv":  # the packaged data set, no folder
-            return [DataEntry(name, path, fmt if fmt != "auto" else "elpv", opts)]
+            return [DataEntry(name, path, fmt if fmt != "auto" else "elpv", opts, tune)]
         full = _resolve(path, base)
         if not full.exists():
             raise ConfigError(
                 f"{where}: path {path!r} does not exist (relative paths: from the spec's folder, then the current one)"
             )
-        return [DataEntry(name, str(full), fmt, opts)]
+        return [DataEntry(name, str(full), fmt, opts, tune)]
     root = _resolve(_typed(where, "root", t["root"], str, "a path"), base)
     cats = t.get("categories", "*")
     names = categories_under(root, where) if cats == "*" else _typed(where, "categories", cats, list, 'a list or "*"')
@@ -149,7 +166,7 @@ def _data_entries(i: int, t: dict, base: Path) -> list[DataEntry]:
         if not (root / c).is_dir():
             raise ConfigError(f"{where}: category {c!r} not found under {str(root)!r}")
     prefix = t.get("name")
-    return [DataEntry(f"{prefix}/{c}" if prefix else c, str(root / c), fmt, opts) for c in names]
+    return [DataEntry(f"{prefix}/{c}" if prefix else c, str(root / c), fmt, opts, tune) for c in names]
 
 
 def _method_entry(i: int, t: dict) -> MethodEntry:
@@ -226,6 +243,9 @@ def parse_spec(text: str, source: str = "spec", base: Path | None = None) -> Spe
         raise ConfigError(f"{source}: no [[method]] entry")
     data = [e for i, t in enumerate(raw["data"]) for e in _data_entries(i, t, base)]
     methods = [_method_entry(i, t) for i, t in enumerate(raw["method"])]
+    tuned_data = [d.name for d in data if d.tune is not None]
+    if tuned_data and not any(m.tune is not None for m in methods):  # else silently unused
+        raise ConfigError(f"{source}: data {tuned_data[0]!r} has tune settings, but no [[method]] has a tune table")
     for kind, names in (("data", [d.name for d in data]), ("method label", [m.label for m in methods])):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
