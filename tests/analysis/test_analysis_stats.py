@@ -90,3 +90,23 @@ def test_umap_view_when_installed(tmp_path):
     a = projection.answer(c, tmp_path)
     assert a["umap"]["auroc_2d"] > 0.9 and a["pca"]["auroc_2d"] > 0.9
     assert (tmp_path / "u_projection.png").is_file()
+
+
+def test_positions_finds_a_noisy_position_and_the_standardised_what_if(tmp_path):
+    from latentad.analysis import positions
+
+    rng = np.random.default_rng(3)
+    n_normal, n_defect = 60, 60
+    maps = rng.normal(0, 1, size=(n_normal + n_defect, 8, 8))
+    maps[:, 0, 0] *= 10  # one position varies ten times more on every image, normal or not
+    maps[n_normal:, 5, 5] += 4  # the defect: a moderate rise at a quiet position
+    labels = np.r_[np.zeros(n_normal, int), np.ones(n_defect, int)]
+    c = fake(np.zeros((4, 2)), np.zeros((len(maps), 2)), labels, "p")
+    c.maps = maps
+    out = positions.answer(c, tmp_path)
+    assert out["normal_max_in_top_share"] > 0.5  # the noisy position decides most normal maxima
+    assert out["spread_ratio"] > 1.0 and out["grid"] == [8, 8]
+    assert out["image_auroc_standardised"] > out["image_auroc_map_max"] + 0.1
+    assert (tmp_path / "p_positions.png").is_file() and "standardised" in out["summary"]
+    c.maps = None
+    assert positions.answer(c, tmp_path) is None  # no maps: the question does not apply

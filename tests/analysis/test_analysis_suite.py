@@ -22,6 +22,8 @@ def test_every_question_is_answered_for_each_family(analysed):
             assert r[key] and r[key]["summary"], (name, key)
         assert (r["levels"] is not None) == (name == "padim")
         assert (r["codebook"] is not None) == (name == "vq")
+        pos = r["positions"]  # every family's run has maps here
+        assert pos["spread_ratio"] >= 1 and 0 <= pos["normal_max_in_top_share"] <= 1 and pos["normal_images"] == 8
     assert len(saved["runs"]["padim"]["levels"]["per_level"]) >= 2  # each of padim's levels alone
     cb = saved["runs"]["vq"]["codebook"]
     assert cb["codebook_size"] == 32 and 0 < cb["codes_used"] <= 32 and cb["dead_codes"] == 32 - cb["codes_used"]

@@ -17,6 +17,7 @@ QUESTIONS = [
     ("intrinsic_dimension", "How many dimensions does normality use?"),
     ("levels", "Which level separates?"),
     ("codebook", "Is the codebook used?"),
+    ("positions", "Where do normal images alarm?"),
     ("projection", "Where do defects sit in the latent space?"),
 ]
 # the numbers shown beside each question's figure (the rest is in analysis.json)
@@ -25,6 +26,7 @@ TABLE_KEYS = {
     "components": ["dim", "k", "auroc_all", "auroc_top_k", "auroc_bottom_k", "auroc_npca", "variance_99_at"],
     "intrinsic_dimension": ["ambient_dim"],
     "codebook": ["codebook_size", "codes_used", "perplexity", "dead_codes", "am_auroc_latent", "am_image_auroc"],
+    "positions": ["grid", "spread_ratio", "normal_max_in_top_share", "image_auroc_map_max", "image_auroc_standardised"],
     "projection": [],
     "levels": [],
 }

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from latentad import io
-from latentad.analysis import agreement, codebook, components, dimension, gaussianity, levels, projection
+from latentad.analysis import agreement, codebook, components, dimension, gaussianity, levels, positions, projection
 from latentad.analysis.collect import Collected, collect
 from latentad.analysis.page import QUESTIONS, write_page
 from latentad.errors import ConfigError
@@ -37,6 +37,7 @@ def answer_run(c: Collected, figdir: Path, use_umap: bool, say: Callable[[str], 
         ("intrinsic_dimension", lambda: dimension.answer(c, figdir)),
         ("levels", lambda: levels.answer(c, figdir)),
         ("codebook", lambda: codebook.answer(c, figdir)),
+        ("positions", lambda: positions.answer(c, figdir)),
         ("projection", lambda: projection.answer(c, figdir, use_umap)),
     ]
     out: dict = {}

@@ -17,15 +17,16 @@ class GaussianAccumulator:
     Sums are taken around a shift (the first batch's mean), in float64, to avoid cancellation.
     """
 
-    def __init__(self, fourth_moments: bool = False) -> None:
+    def __init__(self, fourth_moments: bool = False, shift: torch.Tensor | None = None) -> None:
+        """`shift`: the shift to take sums around (another accumulator's, so that `minus` applies)."""
         self.n = 0
         self.fourth = fourth_moments
-        self.shift: torch.Tensor | None = None
+        self.shift: torch.Tensor | None = shift
 
     def update(self, x: torch.Tensor) -> None:
         x = (x.cpu() if x.device.type == "mps" else x).double()  # MPS has no float64: sums on the CPU there
-        if self.shift is None:
-            self.shift = x.mean(0)
+        if self.n == 0:
+            self.shift = x.mean(0) if self.shift is None else self.shift.to(x)
             p, d = self.shift.shape
             kw = {"dtype": torch.float64, "device": x.device}
             self.s1 = torch.zeros(p, d, **kw)
@@ -45,6 +46,20 @@ class GaussianAccumulator:
             self.q2 += (q * q).sum(1)
             self.t += (q[:, :, None] * a).sum(1)
         self.n += x.shape[0]
+
+    def minus(self, part: GaussianAccumulator) -> GaussianAccumulator:
+        """The moments of the samples in self but not in `part` (a subset of them, summed around the
+        same shift): a leave-one-fold-out Gaussian without a second pass over the other folds."""
+        if part.n == 0:
+            return self
+        if not torch.equal(part.shift, self.shift) or part.fourth != self.fourth:
+            raise ValueError("minus: the part must be summed around the same shift, with the same moments")
+        out = GaussianAccumulator(self.fourth, self.shift)
+        out.n = self.n - part.n
+        names = ("s1", "s2", "q1", "q2", "t") if self.fourth else ("s1", "s2")
+        for name in names:
+            setattr(out, name, getattr(self, name) - getattr(part, name))
+        return out
 
     def mean_cov(self, unbiased: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean (P,d) and covariance (P,d,d), float64 (divided by n-1, or by n when not unbiased)."""
@@ -119,15 +134,18 @@ def available_memory() -> int | None:
     return None
 
 
-def check_covariance_memory(who: str, positions: int, dim: int, copies: int, available: int | None = None) -> None:
+def check_covariance_memory(who: str, positions: int, dim: int, copies: int, available: int | None = None,
+                            extra: int = 0) -> None:
     """Refuse, before any work, per-position covariances that cannot fit: `copies` float64 (P, d, d)
-    arrays (accumulators, the covariance, its eigenvectors). Without this the kernel's OOM killer ends
-    the process silently an hour in (a PaDiM on 1152 ViT channels at stride 8 needs ~40 GiB)."""
-    need = copies * positions * dim * dim * 8
+    arrays (accumulators, the covariance, its eigenvectors), plus `extra` bytes (e.g. cached training
+    grids). Without this the kernel's OOM killer ends the process silently an hour in (a PaDiM on
+    1152 ViT channels at stride 8 needs ~40 GiB)."""
+    need = copies * positions * dim * dim * 8 + extra
     free = available_memory() if available is None else available
     if free is not None and need > free:
+        cached = f" plus {extra / 2**30:.1f} GiB of cached training grids" if extra else ""
         raise ConfigError(
             f"{who}: per-position Gaussians need about {need / 2**30:.1f} GiB ({positions} positions x {dim}^2 "
-            f"float64, {copies} copies), more than the {free / 2**30:.1f} GiB available: lower n_features, "
+            f"float64, {copies} copies{cached}), more than the {free / 2**30:.1f} GiB available: lower n_features, "
             "raise feature_stride, or lower image_size"
         )

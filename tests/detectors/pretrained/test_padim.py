@@ -164,7 +164,7 @@ def test_standardize_position_standardises_by_cross_fitted_distances(tiny_net, t
     opts = {"levels": ("layer1", "layer2"), "image_size": 32, "feature_stride": 8}
     train = tiny_split.train
     n = len(train)
-    det = PaDiM(backbone=tiny_net(), standardize="position", **opts).fit(train)
+    det = PaDiM(backbone=tiny_net(), standardize="position", standardize_folds=2, **opts).fit(train)
     plain = PaDiM(backbone=tiny_net(), **opts).fit(train)
     even = PaDiM(backbone=tiny_net(), **opts).fit(train.subset(range(0, n, 2)))
     odd = PaDiM(backbone=tiny_net(), **opts).fit(train.subset(range(1, n, 2)))
@@ -188,8 +188,39 @@ def test_standardize_position_standardises_by_cross_fitted_distances(tiny_net, t
 def test_standardize_position_is_checked(tiny_net, tiny_split):
     with pytest.raises(ConfigError, match="standardize"):
         PaDiM(backbone=tiny_net(), levels=("layer1",), standardize="pixel")
+    with pytest.raises(ConfigError, match="standardize_folds is a setting of standardize=position"):
+        PaDiM(backbone=tiny_net(), levels=("layer1",), standardize_folds=5)
+    with pytest.raises(ConfigError, match="standardize_folds"):
+        PaDiM(backbone=tiny_net(), levels=("layer1",), standardize="position", standardize_folds=1)
     with pytest.raises(ConfigError, match="not combined with the segmentation head"):
         PaDiM(backbone=tiny_net(), levels=("layer1",), standardize="position", head_epochs=1)
     with pytest.raises(ConfigError, match="standardize=position needs at least 4 training images"):
         PaDiM(backbone=tiny_net(), levels=("layer1",), image_size=32, standardize="position").fit(
             tiny_split.train.subset([0, 1, 2]))
+
+
+def test_minus_gives_the_moments_of_the_rest_and_ten_folds_score_out_of_fold(tiny_net, tiny_split):
+    x = torch.from_numpy(_samples(n=30))
+    for fourth in (False, True):
+        total = GaussianAccumulator(fourth_moments=fourth)
+        total.update(x)
+        part = GaussianAccumulator(fourth, total.shift)
+        part.update(x[::3])
+        rest = GaussianAccumulator(fourth_moments=fourth)
+        rest.update(x[[i for i in range(30) if i % 3]])
+        for a, b in zip(total.minus(part).mean_cov(), rest.mean_cov(), strict=True):
+            torch.testing.assert_close(a, b)
+        if fourth:
+            for a, b in zip(total.minus(part).ledoit_wolf(), rest.ledoit_wolf(), strict=True):
+                torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="same shift"):
+        total.minus(rest)
+    opts = {"levels": ("layer1", "layer2"), "image_size": 32, "feature_stride": 8}
+    train = tiny_split.train  # 16 images: at most 8 folds of 2
+    det = PaDiM(backbone=tiny_net(), standardize="position", **opts).fit(train)
+    x = train.load_all().images
+    g = torch.cat(list(det._grids(x)))
+    cross = torch.stack([PaDiM(backbone=tiny_net(), **opts).fit(train.subset([j for j in range(16) if j % 8 != i % 8]))
+                         .mahalanobis(g[i:i + 1])[0] for i in range(16)])
+    torch.testing.assert_close(det.position_stats[0], cross.mean(0), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(det.position_stats[1], cross.std(0), rtol=1e-4, atol=1e-4)
