@@ -82,7 +82,8 @@ def test_onnxruntime_scores_like_torch(method, data, images, tmp_path, one_threa
 @pytest.mark.parametrize("method, options", [("padim", ("center=median", "npca=0.9", "score_top=0.05")),
                                              ("padim", ("head_epochs=1", "head_variants=1", "head_count=2",
                                                         "head_score=gaussian", "head_gate=1")),
-                                             ("padim", ("standardize=position", "npca=0.9")),
+                                             ("padim", ("standardize=position", "npca=0.9", "head_epochs=1",
+                                                        "head_variants=1", "head_score=gaussian")),
                                              ("patchcore", ("whiten=true", "embed_dim=0"))])
 def test_the_analysis_options_export_too(method, options, data, tmp_path, one_thread):
     run = fit(method, data, tmp_path / "run", *options)

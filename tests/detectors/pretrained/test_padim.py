@@ -192,8 +192,8 @@ def test_standardize_position_is_checked(tiny_net, tiny_split):
         PaDiM(backbone=tiny_net(), levels=("layer1",), standardize_folds=5)
     with pytest.raises(ConfigError, match="standardize_folds"):
         PaDiM(backbone=tiny_net(), levels=("layer1",), standardize="position", standardize_folds=1)
-    with pytest.raises(ConfigError, match="not combined with the segmentation head"):
-        PaDiM(backbone=tiny_net(), levels=("layer1",), standardize="position", head_epochs=1)
+    with pytest.raises(ConfigError, match="head_gate is not combined with standardize=position"):
+        PaDiM(backbone=tiny_net(), levels=("layer1",), standardize="position", head_epochs=1, head_gate=1.0)
     with pytest.raises(ConfigError, match="standardize=position needs at least 4 training images"):
         PaDiM(backbone=tiny_net(), levels=("layer1",), image_size=32, standardize="position").fit(
             tiny_split.train.subset([0, 1, 2]))
@@ -224,3 +224,23 @@ def test_minus_gives_the_moments_of_the_rest_and_ten_folds_score_out_of_fold(tin
                          .mahalanobis(g[i:i + 1])[0] for i in range(16)])
     torch.testing.assert_close(det.position_stats[0], cross.mean(0), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(det.position_stats[1], cross.std(0), rtol=1e-4, atol=1e-4)
+
+
+def test_standardize_with_the_heads_fuses_the_standardised_map(tiny_net, tiny_split):
+    opts = {"levels": ("layer1", "layer2"), "image_size": 32, "feature_stride": 8, "head_epochs": 1,
+            "head_variants": 1, "head_score": "gaussian"}
+    det = PaDiM(backbone=tiny_net(), standardize="position", **opts).fit(tiny_split.train)
+    heads_only = PaDiM(backbone=tiny_net(), **opts).fit(tiny_split.train)  # same seed: the same heads
+    x = tiny_split.test.load_all().images
+    g = torch.cat(list(det._grids(x)))
+    raw = det.mahalanobis(g)
+    z = (raw - det.position_stats[0]) / det.position_stats[1]
+    with torch.no_grad():
+        logits = det.head(g, raw)  # the heads read raw distances, as they were trained
+        torch.testing.assert_close(logits, heads_only.head(g, raw))
+    s = det.head.map_stats
+    want = det.smooth_maps(z + (logits - s[2]) / s[3], det.config.sigma)
+    pred = det.predict(x)
+    np.testing.assert_allclose(pred.anomaly_maps, want.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(pred.image_scores, det.smooth_maps(z, det.config.sigma).flatten(1).amax(1).numpy(),
+                               rtol=1e-4, atol=1e-4)  # head_score=gaussian: the standardised map's maximum

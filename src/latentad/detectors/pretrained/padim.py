@@ -42,7 +42,8 @@ Options from the analysis (docs/ANALYSIS.md, magnetic tile; off by default, issu
   (magnetic tile: std 4.1-8.1 across the grid, bottle 0.2-43, docs/ANALYSIS.md), so the raw map's
   maximum is decided by the positions that vary most on normal images; standardised, every position
   raises its alarm at the same normal rate. 10 folds beat 2 on magnetic tile's validation splits.
-  Not combined with the segmentation head (whose fusion standardises the distances globally).
+  With the segmentation head, the standardised map is the fusion's Gaussian part (the heads still
+  read raw distances).
 - `score_top=f`: the image score is the mean of the map's highest fraction f of pixels instead of its
   maximum (`maps.statistics.top_mean`): one noisy peak no longer decides a tile's score, and a change
   spread over many pixels counts; on magnetic tile the map away from the defects already separates
@@ -152,9 +153,9 @@ class PaDiM(PretrainedDetector):
                                   "(set head_epochs > 0)")
         if self.config.standardize == "none" and self.config.standardize_folds != PaDiMConfig.standardize_folds:
             raise ConfigError("padim: standardize_folds is a setting of standardize=position, which is off")
-        if self.config.head_epochs > 0 and self.config.standardize != "none":
-            raise ConfigError("padim: standardize=position is not combined with the segmentation head "
-                              "(head_epochs > 0)")
+        if self.config.head_gate is not None and self.config.standardize != "none":
+            raise ConfigError("padim: head_gate is not combined with standardize=position (the gate's statistics "
+                              "are of raw distances)")
         bad = [k for k in self.config.head_kinds if k not in ALL_KINDS]
         if bad or not self.config.head_kinds:
             raise ConfigError(f"padim: head_kinds = {list(self.config.head_kinds)!r} must be a non-empty list of "
@@ -301,9 +302,9 @@ class PaDiM(PretrainedDetector):
 
     def score_features(self, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.select(self.patch_grid(feats))
-        dist = self.mahalanobis(g)
-        if self.position_stats is not None:
-            dist = (dist - self.position_stats[0]) / self.position_stats[1]
+        raw = self.mahalanobis(g)
+        standardized = self.position_stats is not None
+        dist = (raw - self.position_stats[0]) / self.position_stats[1] if standardized else raw
         top = self.config.score_top
         if self.head is None:
             maps = self.smooth_maps(dist, self.config.sigma)
@@ -312,7 +313,9 @@ class PaDiM(PretrainedDetector):
         gaussian = self.smooth_maps(dist, cfg.sigma) if cfg.head_score == "gaussian" or cfg.head_gate is not None \
             else None
         gate = None if cfg.head_gate is None else self.head.gate(gaussian.amax((1, 2)), cfg.head_gate)
-        maps = self.smooth_maps(self.head.fuse(dist, self.head(g, dist), cfg.head_weight, gate), cfg.sigma)
+        # the heads learnt from raw distances; the fusion takes the (standardised) map as the Gaussian part
+        fused = self.head.fuse(dist, self.head(g, raw), cfg.head_weight, gate, standardized)
+        maps = self.smooth_maps(fused, cfg.sigma)
         return top_mean(maps if cfg.head_score == "fused" else gaussian, top), maps
 
     def embed(self, images: Images) -> Latents:

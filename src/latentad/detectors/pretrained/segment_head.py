@@ -66,12 +66,14 @@ class HeadEnsemble(nn.Module):
         return torch.stack([h(g, dist) for h in self.heads]).mean(0)
 
     def fuse(self, dist: torch.Tensor, logits: torch.Tensor, weight: float,
-             gate: torch.Tensor | None = None) -> torch.Tensor:
-        """Both maps standardised on the clean training images, then added (the heads' weighted, and
-        multiplied per image by `gate` (B,) when given)."""
+             gate: torch.Tensor | None = None, standardized: bool = False) -> torch.Tensor:
+        """Both maps standardised on the clean training images (`dist` as it is when `standardized`
+        already, per position), then added (the heads' weighted, and multiplied per image by `gate`
+        (B,) when given)."""
         s = self.map_stats
         head = weight * (logits - s[2]) / s[3]
-        return (dist - s[0]) / s[1] + (head if gate is None else gate[:, None, None] * head)
+        base = dist if standardized else (dist - s[0]) / s[1]
+        return base + (head if gate is None else gate[:, None, None] * head)
 
     def gate(self, scores: torch.Tensor, offset: float) -> torch.Tensor:
         """(B,) image scores -> (B,) weights in (0, 1): Phi(z - offset), z the score standardised by the
