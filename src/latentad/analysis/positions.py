@@ -1,4 +1,4 @@
-"""Where do normal images alarm? For a run with maps: how much the map's normal spread varies from
+"""Where do normal images alarm? For a run with maps (kept by `collect` on data with masks): how much the map's normal spread varies from
 position to position, where the normal images' maxima sit, and what standardising each position would
 do to the image score.
 

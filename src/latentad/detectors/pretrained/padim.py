@@ -201,8 +201,9 @@ class PaDiM(PretrainedDetector):
             flat = g.flatten(2).transpose(1, 2)  # (B, P, d)
             if acc.n == 0:  # accumulators, then the covariance, its eigenvectors and the precision
                 grids = 0 if cache is None else len(train) * flat.shape[1] * flat.shape[2] * 4  # float32
-                check_covariance_memory("padim", flat.shape[1], flat.shape[2], 1 + len(folds) + 3 + (cache is not None),
-                                        extra=grids)
+                # with the cache, the fold's accumulator and the total minus it are two more copies
+                check_covariance_memory("padim", flat.shape[1], flat.shape[2],
+                                        1 + len(folds) + 3 + 2 * (cache is not None), extra=grids)
             acc.update(flat)
             for k, fold in enumerate(folds):  # fold k: the images of even (k=0) / odd global index
                 rows = flat[(k + acc.n - len(flat)) % 2::2]
