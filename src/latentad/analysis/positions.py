@@ -1,6 +1,6 @@
-"""Where do normal images alarm? For a run with maps (kept by `collect` on data with masks): how much the map's normal spread varies from
-position to position, where the normal images' maxima sit, and what standardising each position would
-do to the image score.
+"""Where do normal images alarm? For a run with maps (kept by `collect` on data with masks): how
+much the map's normal spread varies from position to position, where the normal images' maxima sit,
+and what standardising each position would do to the image score.
 
 Why: the image score is the map's maximum, so positions whose score varies most on normal images
 decide it; on magnetic tile the std of PaDiM's distance runs 4.1-8.1 across the grid, on bottle
