@@ -9,6 +9,7 @@ PROBE: aspect  (does the held-out normal score depend on the tile's aspect? Gaus
        sigma   (the map's smoothing sigma, one fit, rescored; splits 0, 1)
        n_fit   (all fitting tiles against a random 90 % of them)
        backbone (Lite0 / Lite1 / Lite2 under standardize=position)
+       size    (Lite1, standardised, at 224 / 240 (Lite1's own training size) / 256 px)
 """
 
 from __future__ import annotations
@@ -109,19 +110,29 @@ def n_fit(split, opts: dict, seeds=(0, 1, 2)) -> None:
             print(json.dumps({"split": seed, "fit": name, "n": len(part), **aurocs(*scored(det, val))}), flush=True)
 
 
-def backbone(split, opts: dict, seeds=(0, 1, 2)) -> None:
+def sweep(split, opts: dict, key: str, values: tuple, seeds=(0, 1, 2)) -> None:
+    """One option through `values`, the rest of `opts` fixed, on each split."""
     for seed in seeds:
         fit, val = validation_split(split.train, 0.2, seed, KINDS)
-        for bb in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        for value in values:
             t = time.time()
-            det = create("padim", None, seed=seed, **{**opts, "backbone": bb}).fit(fit)
-            print(json.dumps({"split": seed, "backbone": bb, **aurocs(*scored(det, val)), "s": round(time.time() - t)}),
-                  flush=True)
+            det = create("padim", None, seed=seed, **{**opts, key: value}).fit(fit)
+            row = {"split": seed, key: value, **aurocs(*scored(det, val)), "s": round(time.time() - t)}
+            print(json.dumps(row), flush=True)
 
 
-PROBES = {"aspect": aspect, "shape": shape_adjusted, "sigma": sigma, "n_fit": n_fit, "backbone": backbone}
+def backbone(split, opts: dict) -> None:
+    sweep(split, opts, "backbone", ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"))
+
+
+def size(split, opts: dict) -> None:
+    sweep(split, opts, "image_size", (224, 240, 256))
+
+
+PROBES = {"aspect": aspect, "shape": shape_adjusted, "sigma": sigma, "n_fit": n_fit, "backbone": backbone, "size": size}
 DEFAULTS = {"aspect": {"npca": 0.99}, "shape": {"npca": 0.99}, "sigma": HEADS,
-            "n_fit": {"npca": 0.99, "standardize": "position"}, "backbone": {"npca": 0.99, "standardize": "position"}}
+            "n_fit": {"npca": 0.99, "standardize": "position"}, "backbone": {"npca": 0.99, "standardize": "position"},
+            "size": {"npca": 0.99, "standardize": "position", "backbone": "efficientnet_lite1"}}
 
 if __name__ == "__main__":
     probe, path = sys.argv[1], sys.argv[2]
