@@ -10,6 +10,8 @@ PROBE: aspect  (does the held-out normal score depend on the tile's aspect? Gaus
        n_fit   (all fitting tiles against a random 90 % of them)
        backbone (Lite0 / Lite1 / Lite2 under standardize=position)
        size    (Lite1, standardised, at 224 / 240 (Lite1's own training size) / 256 px)
+       variants (round 15: Lite1 standardised at 240 px, one change at a time: levels stage3-4,
+                npca 0.98 / 0.995, Ledoit-Wolf covariances)
 """
 
 from __future__ import annotations
@@ -129,10 +131,24 @@ def size(split, opts: dict) -> None:
     sweep(split, opts, "image_size", (224, 240, 256))
 
 
-PROBES = {"aspect": aspect, "shape": shape_adjusted, "sigma": sigma, "n_fit": n_fit, "backbone": backbone, "size": size}
+def variants(split, opts: dict, seeds=(0, 1, 2)) -> None:
+    """Each change alone against `opts` (whose own figures are the size probe's 240 px rows)."""
+    changes = ({"levels": ["stage3", "stage4"]}, {"npca": 0.98}, {"npca": 0.995}, {"covariance": "ledoit_wolf"})
+    for seed in seeds:
+        fit, val = validation_split(split.train, 0.2, seed, KINDS)
+        for change in changes:
+            t = time.time()
+            det = create("padim", None, seed=seed, **{**opts, **change}).fit(fit)
+            print(json.dumps({"split": seed, **change, **aurocs(*scored(det, val)), "s": round(time.time() - t)}),
+                  flush=True)
+
+
+PROBES = {"aspect": aspect, "shape": shape_adjusted, "sigma": sigma, "n_fit": n_fit, "backbone": backbone, "size": size,
+          "variants": variants}
 DEFAULTS = {"aspect": {"npca": 0.99}, "shape": {"npca": 0.99}, "sigma": HEADS,
             "n_fit": {"npca": 0.99, "standardize": "position"}, "backbone": {"npca": 0.99, "standardize": "position"},
-            "size": {"npca": 0.99, "standardize": "position", "backbone": "efficientnet_lite1"}}
+            "size": {"npca": 0.99, "standardize": "position", "backbone": "efficientnet_lite1"},
+            "variants": {"npca": 0.99, "standardize": "position", "backbone": "efficientnet_lite1", "image_size": 240}}
 
 if __name__ == "__main__":
     probe, path = sys.argv[1], sys.argv[2]
