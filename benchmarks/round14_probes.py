@@ -12,6 +12,7 @@ PROBE: aspect  (does the held-out normal score depend on the tile's aspect? Gaus
        size    (Lite1, standardised, at 224 / 240 (Lite1's own training size) / 256 px)
        variants (round 15: Lite1 standardised at 240 px, one change at a time: levels stage3-4,
                 npca 0.98 / 0.995, Ledoit-Wolf covariances)
+       stride  (round 15: the same base at feature stride 4 instead of 8; split 0)
 """
 
 from __future__ import annotations
@@ -143,12 +144,17 @@ def variants(split, opts: dict, seeds=(0, 1, 2)) -> None:
                   flush=True)
 
 
+def stride(split, opts: dict) -> None:
+    sweep(split, opts, "feature_stride", (4,), seeds=(0,))
+
+
 PROBES = {"aspect": aspect, "shape": shape_adjusted, "sigma": sigma, "n_fit": n_fit, "backbone": backbone, "size": size,
-          "variants": variants}
+          "variants": variants, "stride": stride}
 DEFAULTS = {"aspect": {"npca": 0.99}, "shape": {"npca": 0.99}, "sigma": HEADS,
             "n_fit": {"npca": 0.99, "standardize": "position"}, "backbone": {"npca": 0.99, "standardize": "position"},
             "size": {"npca": 0.99, "standardize": "position", "backbone": "efficientnet_lite1"},
             "variants": {"npca": 0.99, "standardize": "position", "backbone": "efficientnet_lite1", "image_size": 240}}
+DEFAULTS["stride"] = DEFAULTS["variants"]
 
 if __name__ == "__main__":
     probe, path = sys.argv[1], sys.argv[2]
