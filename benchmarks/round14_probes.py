@@ -113,39 +113,33 @@ def n_fit(split, opts: dict, seeds=(0, 1, 2)) -> None:
             print(json.dumps({"split": seed, "fit": name, "n": len(part), **aurocs(*scored(det, val))}), flush=True)
 
 
-def sweep(split, opts: dict, key: str, values: tuple, seeds=(0, 1, 2)) -> None:
-    """One option through `values`, the rest of `opts` fixed, on each split."""
-    for seed in seeds:
-        fit, val = validation_split(split.train, 0.2, seed, KINDS)
-        for value in values:
-            t = time.time()
-            det = create("padim", None, seed=seed, **{**opts, key: value}).fit(fit)
-            row = {"split": seed, key: value, **aurocs(*scored(det, val)), "s": round(time.time() - t)}
-            print(json.dumps(row), flush=True)
-
-
-def backbone(split, opts: dict) -> None:
-    sweep(split, opts, "backbone", ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"))
-
-
-def size(split, opts: dict) -> None:
-    sweep(split, opts, "image_size", (224, 240, 256))
-
-
-def variants(split, opts: dict, seeds=(0, 1, 2)) -> None:
-    """Each change alone against `opts` (whose own figures are the size probe's 240 px rows)."""
-    changes = ({"levels": ["stage3", "stage4"]}, {"npca": 0.98}, {"npca": 0.995}, {"covariance": "ledoit_wolf"})
+def sweep(split, opts: dict, changes: list[dict], seeds=(0, 1, 2)) -> None:
+    """Each change alone on top of `opts`, on each split."""
     for seed in seeds:
         fit, val = validation_split(split.train, 0.2, seed, KINDS)
         for change in changes:
             t = time.time()
             det = create("padim", None, seed=seed, **{**opts, **change}).fit(fit)
-            print(json.dumps({"split": seed, **change, **aurocs(*scored(det, val)), "s": round(time.time() - t)}),
-                  flush=True)
+            row = {"split": seed, **change, **aurocs(*scored(det, val)), "s": round(time.time() - t)}
+            print(json.dumps(row), flush=True)
+
+
+def backbone(split, opts: dict) -> None:
+    sweep(split, opts, [{"backbone": f"efficientnet_lite{k}"} for k in range(3)])
+
+
+def size(split, opts: dict) -> None:
+    sweep(split, opts, [{"image_size": px} for px in (224, 240, 256)])
+
+
+def variants(split, opts: dict) -> None:
+    """`opts`' own figures are the size probe's 240 px rows."""
+    sweep(split, opts, [{"levels": ["stage3", "stage4"]}, {"npca": 0.98}, {"npca": 0.995},
+                        {"covariance": "ledoit_wolf"}])
 
 
 def stride(split, opts: dict) -> None:
-    sweep(split, opts, "feature_stride", (4,), seeds=(0,))
+    sweep(split, opts, [{"feature_stride": 4}], seeds=(0,))
 
 
 PROBES = {"aspect": aspect, "shape": shape_adjusted, "sigma": sigma, "n_fit": n_fit, "backbone": backbone, "size": size,
