@@ -3,7 +3,8 @@
 Fits RUN (patchcore on DATA) unless it exists, times `latentad predict --overlays none` on DATA's
 test images (offline throughput, best of 2), then starts `latentad serve` on loopback with a token
 and runs CLIENTS concurrent clients for SECONDS, once with good images only and once with a share
-of them truncated (each must be refused with 400). Prints one JSON line per phase.
+of them truncated (each must be refused with 400); every good answer must carry the score `predict`
+gave the same file (relative 1e-4). Prints one JSON line per phase.
 
     .venv/bin/python benchmarks/serve_load.py --data ../shared/data/mvtec_ad/bottle --clients 8 --seconds 60
 """
@@ -11,7 +12,9 @@ of them truncated (each must be refused with 400). Prints one JSON line per phas
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -47,10 +50,13 @@ def main() -> None:
                         "--overlays", "none", str(data / "test")], check=True, capture_output=True)
         offline = min(offline, time.perf_counter() - t0)
     offline_img_s = len(files) / offline
+    expected = {f"{Path(r['path']).parent.name}_{Path(r['path']).name}": float(r["score"])
+                for r in csv.DictReader(open(args.run.parent / "pred0" / "scores.csv"))}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([LATENTAD, "serve", "--run", str(args.run), "--port", str(port), "--token", "bench"],
+    server = subprocess.Popen([LATENTAD, "serve", "--run", str(args.run), "--port", str(port)],
+                              env={**os.environ, "LATENTAD_TOKEN": "bench"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -63,8 +69,9 @@ def main() -> None:
         images = [(f"{f.parent.name}_{f.name}", f.read_bytes()) for f in files]
         run_load(base, images[:8], 2, 3.0, "bench")  # warm-up, not reported
         for share in (0.0, args.corrupt_share):
-            report = run_load(base, images, args.clients, args.seconds, "bench", share)
+            report = run_load(base, images, args.clients, args.seconds, "bench", share, expected=expected)
             row = {"phase": "good only" if share == 0 else f"{share:.0%} corrupt", **report.summary(),
+                   "scores_equal_predict": report.good_scored == report.good_sent,
                    "offline_predict_img_s": round(offline_img_s, 2),
                    "ratio_to_offline": round(report.good_scored / report.seconds / offline_img_s, 3),
                    "first_failures": report.failures[:3], "method": args.method, "data": str(data),

@@ -43,14 +43,11 @@ def score_set(detector: Detector, images: ImageSet, progress: str | None = "scor
     image only, not over the padding. `on_batch(batch, prediction)` sees each batch as it is scored
     (predict draws its overlays there, from the decoded files the batch carries)."""
     grid = as_shape(eval_size) or detector.input_shape
-    whole = getattr(detector, "full_resolution", False)  # tiled: whole images at their own size, one at a time
-    mode = "squash" if whole else detector.config.resize
+    size, mode = input_placement(detector)
     parts, labels, masks, paths, defects = [], [], [], [], []
-    sized = images.with_size(None if whole else detector.input_shape, detector.config.channels, grid, resize=mode)
-    for batch in sized.batches(1 if whole else detector.config.batch_size, progress):
-        pred = detector.predict(batch.images)
-        if pred.anomaly_maps is not None and (mode != "squash" or grid != pred.anomaly_maps.shape[-2:]):
-            pred = to_grid(detector, pred, batch.orig_sizes, grid, mode)
+    sized = images.with_size(size, detector.config.channels, grid, resize=mode)
+    for batch in sized.batches(1 if size is None else detector.config.batch_size, progress):
+        pred = predict_batch(detector, batch, grid, mode)
         parts.append(pred)
         if on_batch is not None:
             on_batch(batch, pred)
@@ -64,6 +61,22 @@ def score_set(detector: Detector, images: ImageSet, progress: str | None = "scor
     pred = Prediction.concat(parts)
     mask_arr = np.concatenate(masks) if masks and len(masks) == len(parts) else None
     return pred, np.concatenate(labels), mask_arr, paths, defects
+
+
+def input_placement(detector: Detector) -> tuple[tuple[int, int] | None, str]:
+    """(size images are brought to, placement mode): a tiled detector takes whole images at their
+    own size (None), one at a time; the others their input shape, placed by their `resize`."""
+    if getattr(detector, "full_resolution", False):
+        return None, "squash"
+    return detector.input_shape, detector.config.resize
+
+
+def predict_batch(detector: Detector, batch: Batch, grid: tuple[int, int], mode: str) -> Prediction:
+    """Scores and maps of one batch, maps brought to the evaluation grid (the original squashed)."""
+    pred = detector.predict(batch.images)
+    if pred.anomaly_maps is not None and (mode != "squash" or grid != pred.anomaly_maps.shape[-2:]):
+        pred = to_grid(detector, pred, batch.orig_sizes, grid, mode)
+    return pred
 
 
 def to_grid(detector: Detector, pred: Prediction, orig_sizes: list, grid: tuple[int, int], mode: str) -> Prediction:

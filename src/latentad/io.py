@@ -1,7 +1,9 @@
 """Saving and loading without pickle: tensors in safetensors, everything else in JSON; atomic writes.
 
 Every write goes to a temporary file in the same folder and is renamed into place, so a killed
-process never leaves a half-written model, checkpoint or metrics file.
+process never leaves a half-written model, checkpoint or metrics file. Small files (JSON, text) are
+also durable: the file and its folder are synced before the write returns, so a power cut after a
+recalibration does not bring back the old threshold or an empty file.
 """
 
 from __future__ import annotations
@@ -60,12 +62,31 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def sync_folder(folder: str | Path) -> None:
+    """Make a rename or unlink in `folder` durable (where the platform can sync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
+    """Atomic and durable: the bytes are synced before the rename, and the rename after it."""
     path = Path(path)
     tmp = _atomic_target(path)
     try:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        sync_folder(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -52,23 +52,38 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(run):
-    """(base URL, app) of `create_app(run, token="s3cret")` served by uvicorn on 127.0.0.1."""
+def server_factory(run):
+    """Start `create_app(run, token="s3cret", **options)` under uvicorn on 127.0.0.1:
+    returns (base URL, app, port); every server started is stopped after the test."""
     import uvicorn
 
     from latentad.serve.app import create_app
 
-    api = create_app(run, token="s3cret", max_upload_mb=2)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", api
-    srv.should_exit = True
-    thread.join(timeout=10)
-    api.state.service.close()
+    started = []
+
+    def start(**options):
+        api = create_app(run, token="s3cret", **options)
+        port = free_port()
+        srv = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=srv.run, daemon=True)
+        thread.start()
+        started.append((srv, thread, api))
+        for _ in range(200):
+            if srv.started:
+                break
+            time.sleep(0.05)
+        assert srv.started, "uvicorn did not start"
+        return f"http://127.0.0.1:{port}", api, port
+
+    yield start
+    for srv, thread, api in started:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        api.state.service.close()
+
+
+@pytest.fixture
+def server(server_factory):
+    """(base URL, app) of `create_app(run, token="s3cret")` served by uvicorn on 127.0.0.1."""
+    base, api, _ = server_factory(max_upload_mb=2)
+    return base, api

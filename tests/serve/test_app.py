@@ -16,12 +16,13 @@ from latentad.cli import app as cli
 from latentad.serve.app import create_app
 
 AUTH = {"Authorization": "Bearer s3cret"}
+LOCAL = "http://127.0.0.1"  # the Host a loopback service answers to
 
 
 @pytest.fixture
 def client(run):
     api = create_app(run, token="s3cret", max_upload_mb=1)
-    with TestClient(api) as c:
+    with TestClient(api, base_url=LOCAL) as c:
         yield c
     api.state.service.close()
 
@@ -77,7 +78,7 @@ def test_a_decompression_bomb_is_refused_before_decoding(run):
     api = create_app(run, max_pixels=10_000)
     buf = io.BytesIO()
     Image.fromarray(np.zeros((200, 200), np.uint8)).save(buf, format="PNG")  # 40000 px, tiny file
-    with TestClient(api) as c:
+    with TestClient(api, base_url=LOCAL) as c:
         r = c.post("/predict", files=[("files", ("bomb.png", buf.getvalue(), "image/png"))])
     api.state.service.close()
     assert r.status_code == 400 and "bomb.png" in r.json()["detail"] and "bomb" in r.json()["detail"]
@@ -118,12 +119,12 @@ def test_an_export_folder_is_served_with_its_calibration(run, images, tmp_path):
     assert CliRunner().invoke(cli, ["export", "--run", str(run), "--out", str(exp)]).exit_code == 0
     api = create_app(exp)
     img = files_of(images[:2])
-    with TestClient(api) as c:
+    with TestClient(api, base_url=LOCAL) as c:
         h = c.get("/health").json()
         served = c.post("/predict", files=img).json()["results"]
     api.state.service.close()
     api2 = create_app(run)
-    with TestClient(api2) as c:
+    with TestClient(api2, base_url=LOCAL) as c:
         ref = c.post("/predict", files=img).json()["results"]
     api2.state.service.close()
     assert h["engine"] == "onnxruntime"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,31 +86,49 @@ def read_image_file(path: str | Path, mode: str | None = None, at_least: tuple[i
     return decode_image(path, str(path), mode, at_least)
 
 
-def decode_image(source, name: str, mode: str | None = None, at_least: tuple[int, int] | None = None,
-                 max_pixels: int | None = None) -> np.ndarray:
-    """Decode a file or file-like object (an upload) to HxWxC uint8; errors are one DataError line
-    starting with `name`. Images over `max_pixels` (default: PIL's bomb limit) are refused before
-    their pixels are decoded."""
+@contextmanager
+def image_errors(name: str) -> Iterator[None]:
+    """PIL's failures on a file as one DataError line starting with `name`."""
     try:
-        with Image.open(source) as img:
-            limit = max_pixels or Image.MAX_IMAGE_PIXELS
-            if limit and img.width * img.height > limit:
-                raise DataError(f"{name}: refused, {img.width}x{img.height} pixels is over the limit of {limit} "
-                                "(a decompression bomb?)")
-            if at_least is not None and img.format == "JPEG":
-                img.draft(img.mode, (at_least[1], at_least[0]))  # PIL sizes are (w, h)
-            img.load()
-            if mode is not None and img.mode != mode:
-                img = img.convert(mode)
-            elif img.mode not in ("L", "RGB"):
-                img = img.convert("RGB")
-            arr = np.asarray(img)
+        yield
     except UnidentifiedImageError:
         raise DataError(f"{name}: not an image file (cannot identify its format)") from None
     except Image.DecompressionBombError as exc:
         raise DataError(f"{name}: refused as a decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{name}: corrupt or truncated image ({exc})") from None
+
+
+def check_pixels(img: Image.Image, name: str, max_pixels: int | None) -> int:
+    """The image's pixel count from its header; over `max_pixels` (default: PIL's bomb limit) refused."""
+    limit = max_pixels or Image.MAX_IMAGE_PIXELS
+    if limit and img.width * img.height > limit:
+        raise DataError(f"{name}: refused, {img.width}x{img.height} pixels is over the limit of {limit} "
+                        "(a decompression bomb?)")
+    return img.width * img.height
+
+
+def peek_pixels(source, name: str, max_pixels: int | None = None) -> int:
+    """Pixels of an image from its header alone (no pixel decoded); same refusals as `decode_image`."""
+    with image_errors(name), Image.open(source) as img:
+        return check_pixels(img, name, max_pixels)
+
+
+def decode_image(source, name: str, mode: str | None = None, at_least: tuple[int, int] | None = None,
+                 max_pixels: int | None = None) -> np.ndarray:
+    """Decode a file or file-like object (an upload) to HxWxC uint8; errors are one DataError line
+    starting with `name`. Images over `max_pixels` (default: PIL's bomb limit) are refused before
+    their pixels are decoded."""
+    with image_errors(name), Image.open(source) as img:
+        check_pixels(img, name, max_pixels)
+        if at_least is not None and img.format == "JPEG":
+            img.draft(img.mode, (at_least[1], at_least[0]))  # PIL sizes are (w, h)
+        img.load()
+        if mode is not None and img.mode != mode:
+            img = img.convert(mode)
+        elif img.mode not in ("L", "RGB"):
+            img = img.convert("RGB")
+        arr = np.asarray(img)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return arr
@@ -212,7 +231,7 @@ def majority_mode(files: Sequence[Path]) -> str:
     return "RGB"
 
 
-def _to_tensor(image: np.ndarray, size: Shape | None, channels: int, resize: str = "squash") -> torch.Tensor:
+def to_input(image: np.ndarray, size: Shape | None, channels: int, resize: str = "squash") -> torch.Tensor:
     """uint8 HxWxC -> float (C,H,W) in [0,1], placed in `size` by `resize` (see `data.geometry`),
     resampled bilinearly (antialiased).
 
@@ -269,7 +288,7 @@ class ImageSet:
         rec = self.records[i]
         shape = as_shape(self.size) if self.size is not None else None
         image, mask = rec.load_at(shape) if shape is not None and rec.load_at is not None else rec.load()
-        img_t = _to_tensor(image, as_shape(self.size), self.channels, self.resize)
+        img_t = to_input(image, as_shape(self.size), self.channels, self.resize)
         mask_side = as_shape(self.mask_size if self.mask_size is not None else self.size)
         mask_t = _mask_to_tensor(mask, mask_side) if (self.has_masks and mask is not None) else None
         return ImageSample(img_t, mask_t, rec.label, rec.path, rec.defect_type, tuple(image.shape[:2]),

@@ -1,18 +1,22 @@
 """The HTTP face of the inspection service (FastAPI): /predict, /calibrate, /calibrate/undo, /health,
 /metrics and the operator page at /.
 
-Refusals are one line in `{"detail": ...}`: 401 without the bearer token (everything but /health and
-the page, which is static and holds no data: it asks for the token and sends it with each call),
-413 for a file over the upload limit (and, unread, for a body too long to hold 256 such files), 400 for a file
-that is not an image, is truncated or is a decompression bomb (named), 503 when the queue is full.
-No request ever names a path on the server: uploads are bytes, decoded in memory.
+Refusals are one line in `{"detail": ...}`: 421 for a Host that is not this service, 403 for a
+cross-origin write, 401 without the bearer token (everything but /health and the page, which is
+static and holds no data: it asks for the token and sends it with each call), 413 for a body, a
+file, the pixels or the decoded size of a request over its limit, 400 for a file that is not an
+image, is truncated or is a decompression bomb (named), 503 when the queue or the memory budget is
+full. A failure of ours is a 500 with a request id; the details go to the log, not to the client.
+No answer ever names a path on the server: uploads are bytes, decoded in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import time
+import logging
+import traceback
+import uuid
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -22,131 +26,150 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from latentad.errors import ConfigError, LatentADError
-from latentad.serve.batcher import QueueFull
-from latentad.serve.service import DEFAULT_MAX_PIXELS, Service, Upload
+from latentad.serve.batcher import ItemFailed, QueueFull
+from latentad.serve.budget import TooLarge
+from latentad.serve.guard import Guard
+from latentad.serve.service import DEFAULT_BUDGET_MB, DEFAULT_MAX_PIXELS, DEFAULT_REQUEST_MPIX, Service
 from latentad.serve.telemetry import Telemetry
 
-OPEN_PATHS = ("/health", "/", "/favicon.ico")
-KNOWN = {"/predict", "/calibrate", "/calibrate/undo", "/health", "/metrics", "/", "/favicon.ico"}
 MAX_FILES = 256  # files in one request
-DRAIN_CAP = 64 << 20  # bytes of a refused body read (and dropped) so the client can read its answer
+DEFAULT_REQUEST_MB = 128.0  # body of one request
+log = logging.getLogger("latentad.serve")
 
 
-class TooLarge(Exception):
-    """The uploads of one request add up to more than the limit (HTTP 413)."""
+class Failed(Exception):
+    """Every image of a request failed; the first failure stands for them (400, or 500 when ours)."""
+
+    def __init__(self, detail: str, status: int) -> None:
+        super().__init__(detail)
+        self.status = status
 
 
 def refusal(status: int, detail: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+def internal(exc: BaseException, where: str) -> str:
+    """Log a failure of ours with a fresh request id; the client gets only the id."""
+    rid = uuid.uuid4().hex[:12]
+    log.error("request %s (%s) failed:\n%s", rid, where, "".join(traceback.format_exception(exc)).rstrip())
+    return rid
+
+
+def rows_of(results: list, names: list[str]) -> list[dict]:
+    """Result rows in upload order; an image whose scoring failed gets its own error row."""
+    rows, ours = [], []
+    for name, r in zip(names, results, strict=True):
+        if not isinstance(r, ItemFailed):
+            rows.append(r)
+            continue
+        mine = not isinstance(r.cause, LatentADError)
+        ours.append(mine)
+        detail = f"internal error (request id {internal(r.cause, name)})" if mine else str(r.cause)
+        rows.append({"filename": name, "error": detail})
+    if rows and len(ours) == len(rows):
+        raise Failed(rows[0]["error"], 500 if ours[0] else 400)
+    return rows
+
+
 def create_app(model_dir: Path, token: str | None = None, max_upload_mb: float = 20.0, engine: str = "auto",
-               max_pixels: int = DEFAULT_MAX_PIXELS, max_wait_s: float = 0.01) -> FastAPI:
-    service = Service(model_dir, engine, max_pixels, max_wait_s)
+               max_pixels: int = DEFAULT_MAX_PIXELS, max_wait_s: float = 0.01, bind: str = "127.0.0.1",
+               allow_origins: Iterable[str] = (), max_request_mb: float = DEFAULT_REQUEST_MB,
+               max_request_mpix: float = DEFAULT_REQUEST_MPIX, memory_budget_mb: float = DEFAULT_BUDGET_MB
+               ) -> FastAPI:
+    service = Service(model_dir, engine, max_pixels, max_wait_s, max_request_mpix, memory_budget_mb)
     telemetry = Telemetry()
     telemetry.threshold.set(service.calibration.image_threshold)
     limit = int(max_upload_mb * (1 << 20))
     app = FastAPI(title="latentad inspection service", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
+    app.add_middleware(Guard, telemetry=telemetry, bind=bind, token=token, allow_origins=allow_origins,
+                       max_body=int(max_request_mb * (1 << 20)))
+    reading = asyncio.Semaphore(2)  # files held as bytes while decoding, across requests
 
-    async def drain(request: Request) -> None:
-        seen = 0
-        async for chunk in request.stream():
-            seen += len(chunk)
-            if seen > DRAIN_CAP:
-                break
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        t0 = time.perf_counter()
-        path = request.url.path
-        response = None
-        if token and path not in OPEN_PATHS:
-            got = request.headers.get("authorization", "")
-            if not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
-                telemetry.errors.labels("unauthorized").inc()
-                await drain(request)
-                response = refusal(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)",
-                                   {"WWW-Authenticate": "Bearer"})
-        if response is None:  # a body that cannot hold MAX_FILES files within the limit: refused unread
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > limit * MAX_FILES:
-                telemetry.errors.labels("too_large").inc()
-                await drain(request)
-                response = refusal(413, f"request of {int(length) / (1 << 20):.1f} MB is over {MAX_FILES} files of "
-                                        f"{max_upload_mb:g} MB (--max-upload-mb)")
-        if response is None:
-            response = await call_next(request)
-        telemetry.observe(path if path in KNOWN else "other", response.status_code, time.perf_counter() - t0)
-        return response
-
-    async def read_uploads(files: list[UploadFile], overlays: bool) -> list[Upload]:
+    async def read_uploads(files: list[UploadFile], overlays: bool, hold):
         if len(files) > MAX_FILES:
             raise TooLarge(f"{len(files)} files in one request, more than {MAX_FILES}")
+        pixels = service.pixel_count()
         uploads = []
         for i, f in enumerate(files):
             name = Path(f.filename or f"file{i}").name  # a label only: never opened on the server
             if f.size is not None and f.size > limit:
                 raise TooLarge(f"{name}: {f.size / (1 << 20):.1f} MB is over the limit of {max_upload_mb:g} MB "
                                "(--max-upload-mb)")
-            data = await f.read(limit + 1)
-            if len(data) > limit:
-                raise TooLarge(f"{name}: over the limit of {max_upload_mb:g} MB (--max-upload-mb)")
-            image = await run_in_threadpool(service.decode, name, data)
-            uploads.append(Upload(name, image, overlays))
+            async with reading:
+                data = await f.read(limit + 1)
+                if len(data) > limit:
+                    raise TooLarge(f"{name}: over the limit of {max_upload_mb:g} MB (--max-upload-mb)")
+                uploads.append(await run_in_threadpool(service.prepare, name, data, overlays, pixels, hold))
+            await f.close()
         return uploads
 
-    async def answer(work) -> Response:
+    async def answer(work, where: str) -> Response:
+        hold = service.budget.hold()
         try:
-            return JSONResponse(await work())
+            return JSONResponse(await work(hold))
         except TooLarge as exc:
             telemetry.errors.labels("too_large").inc()
             return refusal(413, str(exc))
         except QueueFull as exc:
             telemetry.errors.labels("queue_full").inc()
             return refusal(503, f"busy: {exc}; retry later", {"Retry-After": "1"})
+        except Failed as exc:
+            telemetry.errors.labels("internal" if exc.status == 500 else "bad_request").inc()
+            return refusal(exc.status, str(exc))
         except LatentADError as exc:
             telemetry.errors.labels("bad_request").inc()
             return refusal(400, str(exc))
-        except Exception as exc:  # the service goes on; the client gets one line
+        except Exception as exc:  # the service goes on; the client gets a request id, the log the rest
             telemetry.errors.labels("internal").inc()
-            return refusal(500, f"internal error: {type(exc).__name__}: {exc}")
+            return refusal(500, f"internal error (request id {internal(exc, where)})")
+        finally:
+            if not hold.submitted:
+                hold.release()
+
+    async def queued(future, hold):
+        hold.submitted = True
+        return await asyncio.wrap_future(future)
 
     @app.post("/predict")
     async def predict(request: Request, files: Annotated[list[UploadFile], File()]) -> Response:
-        async def work():
+        async def work(hold):
             overlays = request.query_params.get("map") == "png"
-            uploads = await read_uploads(files, overlays)
-            results = await asyncio.wrap_future(service.predict(uploads))
-            telemetry.images.inc(len(results))
-            telemetry.anomalies.inc(sum(r["is_anomalous"] for r in results))
-            return {"results": results}
+            uploads = await read_uploads(files, overlays, hold)
+            results = await queued(service.predict(uploads, on_done=hold.release), hold)
+            rows = rows_of(results, [u.name for u in uploads])
+            scored = [r for r in rows if "error" not in r]
+            telemetry.images.inc(len(scored))
+            telemetry.anomalies.inc(sum(r["is_anomalous"] for r in scored))
+            return {"results": rows}
 
-        return await answer(work)
+        return await answer(work, "/predict")
 
     @app.post("/calibrate")
     async def calibrate(files: Annotated[list[UploadFile], File()],
                         target_fpr: Annotated[str | None, Form()] = None) -> Response:
-        async def work():
+        async def work(hold):
             try:
                 fpr = float(target_fpr) if target_fpr not in (None, "") else service.calibration.target_fpr
             except ValueError:
                 raise ConfigError(f"target_fpr {target_fpr!r}: not a number") from None
-            uploads = await read_uploads(files, False)
-            result = await asyncio.wrap_future(service.calibrate(uploads, fpr))
+            service.check_calibration(len(files), fpr)
+            uploads = await read_uploads(files, False, hold)
+            result = await queued(service.calibrate(uploads, fpr, on_done=hold.release), hold)
             telemetry.threshold.set(result["threshold"])
             return result
 
-        return await answer(work)
+        return await answer(work, "/calibrate")
 
     @app.post("/calibrate/undo")
     async def undo() -> Response:
-        async def work():
+        async def work(hold):
             result = service.undo()
             telemetry.threshold.set(result["threshold"])
             return result
 
-        return await answer(work)
+        return await answer(work, "/calibrate/undo")
 
     @app.get("/health")
     async def health() -> dict:

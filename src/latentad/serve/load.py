@@ -1,7 +1,8 @@
 """A load generator for the service: N clients posting images for T seconds, each answer checked.
 
 Used by the bounded load test and by `benchmarks/serve_load.py`. A share of the uploads can be
-corrupt (truncated files): each must be refused with 400, each good one scored; nothing lost.
+corrupt (truncated files): each must be refused with 400, each good one scored (with the score
+`predict` gave the same file, when those scores are given); nothing lost.
 """
 
 from __future__ import annotations
@@ -67,10 +68,16 @@ class LoadReport:
                 "corrupt_refused": self.corrupt_refused, "errors": len(self.failures)}
 
 
+def same_score(got: float, want: float | None) -> bool:
+    return want is None or abs(got - want) <= 1e-4 * max(abs(want), 1e-6)
+
+
 def run_load(base: str, images: list[tuple[str, bytes]], clients: int, seconds: float, token: str | None = None,
-             corrupt_share: float = 0.0, seed: int = 0) -> LoadReport:
+             corrupt_share: float = 0.0, seed: int = 0, expected: dict[str, float] | None = None) -> LoadReport:
     """Each client posts one image per request, drawn in turn from `images` (a share truncated to a
-    third of its bytes), until `seconds` have passed; every answer is checked."""
+    third of its bytes), until `seconds` have passed; every answer is checked, scores against
+    `expected` (name -> score) when given."""
+    expected = expected or {}
     report = LoadReport(clients, seconds)
     lock = threading.Lock()
     stop = time.monotonic() + seconds
@@ -100,7 +107,9 @@ def run_load(base: str, images: list[tuple[str, bytes]], clients: int, seconds: 
                         report.failures.append(f"{name}: HTTP {status} {out[:100]!r}")
                 else:
                     report.good_sent += 1
-                    ok = status == 200 and json.loads(out)["results"][0]["filename"] == name
+                    row = json.loads(out)["results"][0] if status == 200 else {}
+                    ok = row.get("filename") == name and same_score(row.get("score", float("nan")),
+                                                                     expected.get(name))
                     if ok:
                         report.good_scored += 1
                     else:

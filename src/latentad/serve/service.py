@@ -1,69 +1,129 @@
 """What the inspection service does, apart from HTTP: score decoded uploads exactly as `latentad
-predict` scores files (the same `score_set`), and swap the calibration atomically from good parts."""
+predict` scores files (the same placement and `evaluation.predict_batch`), within a memory budget,
+and swap the calibration atomically and durably from enough good parts."""
 
 from __future__ import annotations
 
 import base64
 import io as _io
+import math
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from latentad import io
 from latentad.calibration import Calibration
-from latentad.data.base import ImageSet, array_record, decode_image
+from latentad.data.base import Batch, decode_image, peek_pixels, to_input
+from latentad.detectors.base import Prediction
 from latentad.errors import ConfigError, DataError
-from latentad.evaluation import score_set
+from latentad.evaluation import input_placement, predict_batch
 from latentad.serve.batcher import Batcher, Job
+from latentad.serve.budget import Budget, Hold, PixelCount
 
 DEFAULT_MAX_PIXELS = 40_000_000  # a 6000x6600 camera frame; a decompression bomb is far beyond
+DEFAULT_REQUEST_MPIX = 400  # pixels one request may have decoded, in megapixels (ten such frames)
+DEFAULT_BUDGET_MB = 1024  # decoded images held across requests
+DECODE_SLOTS = 2  # full-size decodes at once: each is transient, but large
+PREVIEW_SIDE = 1024  # longest side of the copy kept for an overlay
 
 
 @dataclass
 class Upload:
-    """One decoded upload; `overlay` asks for its heat-map PNG in the answer."""
+    """One upload reduced right after decoding: the model's input as `predict` would build it from a
+    file of the same content, the original's size (to map maps back), and, when an overlay is asked
+    for, a copy of the picture at most PREVIEW_SIDE on its longest side."""
 
     name: str
-    image: np.ndarray
-    overlay: bool = False
+    tensor: torch.Tensor
+    orig_size: tuple[int, int]
+    preview: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return self.tensor.numel() * self.tensor.element_size() + (0 if self.preview is None else self.preview.nbytes)
+
+
+def shrink(image: np.ndarray, side: int) -> np.ndarray:
+    """A copy of `image` (HxWxC uint8) with its longest side at most `side`."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    if max(h, w) <= side:
+        return image.copy()
+    scale = side / max(h, w)
+    pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+    out = np.asarray(pil.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR))
+    return out if out.ndim == 3 else out[:, :, None]
+
+
+def images_needed(target_fpr: float) -> int:
+    """Normal images a threshold needs to promise `target_fpr`: the fewest n with 1/n <= target."""
+    return math.ceil(1.0 / target_fpr - 1e-9)
 
 
 class Service:
-    """The model of a run or an export folder, its calibration, and the counts `/health` reports."""
+    """The model of a run or an export folder, its calibration, its budget and the counts `/health`
+    reports."""
 
     def __init__(self, model_dir: Path, engine: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_wait_s: float = 0.01) -> None:
+                 max_wait_s: float = 0.01, request_mpix: float = DEFAULT_REQUEST_MPIX,
+                 budget_mb: float = DEFAULT_BUDGET_MB) -> None:
         from latentad.predict import open_model
 
         self.model_dir = Path(model_dir)
         self.detector, self.calibration = open_model(self.model_dir, engine)
         self.engine = getattr(self.detector, "engine_name", "torch")
+        self.size, self.mode = input_placement(self.detector)
         self.max_pixels = max_pixels
+        self.request_pixels = int(request_mpix * 1e6)
+        self.budget = Budget(int(budget_mb * (1 << 20)))
+        self.decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
         self.lock = threading.Lock()
         self.started = time.time()
         self.images_scored = 0
         self.anomalies = 0
-        self.batcher = Batcher(self._score, self.detector.config.batch_size, max_wait_s)
+        self.batcher = Batcher(self._score_uploads, self.detector.config.batch_size, max_wait_s)
 
-    # -- decoding --------------------------------------------------------------------------------
-    def decode(self, name: str, data: bytes) -> np.ndarray:
-        """An upload's pixels, decoded as `predict` decodes a file of that content (one-line errors)."""
+    # -- decoding (request threads) ---------------------------------------------------------------
+    def pixel_count(self) -> PixelCount:
+        return PixelCount(self.request_pixels)
+
+    def prepare(self, name: str, data: bytes, overlay: bool, pixels: PixelCount, hold: Hold) -> Upload:
+        """An upload decoded as `predict` decodes a file of that content and reduced at once to the
+        model's input; refused (one line) when not an image, over the pixel limits or the budget."""
         if not data:
             raise DataError(f"{name}: empty upload (0 bytes)")
-        return decode_image(_io.BytesIO(data), name, None, self.detector.input_shape, self.max_pixels)
+        pixels.add(name, peek_pixels(_io.BytesIO(data), name, self.max_pixels))
+        with self.decode_slots:  # the full-size decode lives only inside this block
+            image = decode_image(_io.BytesIO(data), name, None, self.size, self.max_pixels)
+            tensor = to_input(image, self.size, self.detector.config.channels, self.mode)
+            upload = Upload(name, tensor, tuple(image.shape[:2]), shrink(image, PREVIEW_SIDE) if overlay else None)
+            del image
+        hold.add(upload.nbytes)
+        return upload
 
-    # -- scoring (model thread) ---------------------------------------------------------------------
-    def _score(self, uploads: list[Upload]) -> list[dict]:
+    # -- scoring (model thread) -------------------------------------------------------------------
+    def _predict(self, uploads: list[Upload]) -> Prediction:
+        grid = self.detector.input_shape
+        groups = [[u] for u in uploads] if self.size is None else [uploads]  # tiled: one whole image at a time
+        parts = []
+        with torch.inference_mode():
+            for group in groups:
+                batch = Batch(torch.stack([u.tensor for u in group]), None, torch.zeros(len(group), dtype=torch.long),
+                              [u.name for u in group], ["unknown"] * len(group), [u.orig_size for u in group])
+                parts.append(predict_batch(self.detector, batch, grid, self.mode))
+        return Prediction.concat(parts)
+
+    def _score_uploads(self, uploads: list[Upload]) -> list[dict]:
         from latentad.report.figures import overlay
 
-        images = ImageSet([array_record(u.name, u.image, 0, "unknown") for u in uploads], None,
-                          self.detector.config.channels, False, "uploads")
-        images.keep_originals = any(u.overlay for u in uploads)
-        pred, *_ = score_set(self.detector, images, progress=None)
+        pred = self._predict(uploads)
         cal = self.calibration
         out = []
         for i, u in enumerate(uploads):
@@ -71,10 +131,10 @@ class Service:
             # 0 / 1, as in the is_anomalous column of predict's scores.csv
             row = {"filename": u.name, "score": score, "is_anomalous": int(score > cal.image_threshold),
                    "threshold": float(cal.image_threshold)}
-            if u.overlay:
+            if u.preview is not None:
                 amap = pred.anomaly_maps[i] if pred.anomaly_maps is not None else None
                 buf = _io.BytesIO()
-                overlay(u.image, amap, cal.map_low, cal.map_high).save(buf, format="PNG")
+                overlay(u.preview, amap, cal.map_low, cal.map_high).save(buf, format="PNG")
                 row["overlay_png"] = base64.b64encode(buf.getvalue()).decode("ascii")
             out.append(row)
         with self.lock:
@@ -82,9 +142,10 @@ class Service:
             self.anomalies += sum(r["is_anomalous"] for r in out)
         return out
 
-    def predict(self, uploads: list[Upload]):
-        """A future of one result per upload, in upload order (batched with concurrent requests)."""
-        return self.batcher.submit(Job(items=uploads))
+    def predict(self, uploads: list[Upload], on_done: Callable[[], None] | None = None):
+        """A future of one entry per upload, in upload order (batched with concurrent requests): its
+        result row, or an `ItemFailed` for an upload whose scoring raised."""
+        return self.batcher.submit(Job(items=uploads, on_done=on_done))
 
     # -- calibration ------------------------------------------------------------------------------
     @property
@@ -95,17 +156,22 @@ class Service:
     def previous_path(self) -> Path:
         return self.model_dir / "calibration.prev.json"
 
-    def calibrate(self, uploads: list[Upload], target_fpr: float):
-        """A future of the new calibration from normal uploads (scored on the model thread, in turn)."""
+    def check_calibration(self, n_images: int, target_fpr: float) -> None:
+        """Refuse, before any upload is decoded, a recalibration that cannot back its target."""
         if not 0.0 < target_fpr < 1.0:
             raise ConfigError(f"target_fpr {target_fpr}: must be in (0, 1)")
-        if not uploads:
-            raise DataError("calibrate: no images (send normal images as 'files')")
+        need = images_needed(target_fpr)
+        if n_images < need:
+            raise DataError(f"calibrate: {n_images} image{'s' * (n_images != 1)} cannot back target_fpr "
+                            f"{target_fpr:g}: send at least {need} normal images (or a target_fpr of at least "
+                            f"{1 / max(n_images, 1):.3g})")
+
+    def calibrate(self, uploads: list[Upload], target_fpr: float, on_done: Callable[[], None] | None = None):
+        """A future of the new calibration from normal uploads (scored on the model thread, in turn)."""
+        self.check_calibration(len(uploads), target_fpr)
 
         def run() -> dict:
-            images = ImageSet([array_record(u.name, u.image, 0, "good") for u in uploads], None,
-                              self.detector.config.channels, False, "calibration")
-            pred, *_ = score_set(self.detector, images, progress=None)
+            pred = self._predict(uploads)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 cal = Calibration.from_normal(pred.image_scores, pred.anomaly_maps, target_fpr,
@@ -120,7 +186,7 @@ class Service:
                 answer["warning"] = str(caught[-1].message)
             return answer
 
-        return self.batcher.submit(Job(call=run))
+        return self.batcher.submit(Job(call=run, on_done=on_done))
 
     def undo(self) -> dict:
         """Restore the calibration the last `/calibrate` replaced (once)."""
@@ -130,17 +196,26 @@ class Service:
             cal = Calibration.load(self.previous_path)
             io.write_bytes(self.calibration_path, self.previous_path.read_bytes())
             self.previous_path.unlink()
+            io.sync_folder(self.model_dir)
             self.calibration = cal
         return {"threshold": cal.image_threshold, "target_fpr": cal.target_fpr, "n_images": cal.n_images}
 
     # -- state ----------------------------------------------------------------------------------
     def health(self) -> dict:
+        """What a probe may see without a token: no path on the server."""
+        self.batcher.ensure_alive()
+        alive = self.batcher.alive
         with self.lock:
-            return {"status": "ok", "model": str(self.model_dir), "method": self.detector.name,
-                    "engine": self.engine, "threshold": self.calibration.image_threshold,
-                    "target_fpr": self.calibration.target_fpr, "images_scored": self.images_scored,
-                    "anomalies": self.anomalies, "uptime_s": round(time.time() - self.started, 3),
-                    "input_size": list(self.detector.input_shape), "localizes": self.detector.localizes}
+            return {"status": "ok" if alive and not self.batcher.restarts else ("degraded" if alive else "down"),
+                    "model_thread": {"alive": alive, "restarts": self.batcher.restarts},
+                    "method": self.detector.name, "engine": self.engine,
+                    "threshold": self.calibration.image_threshold, "target_fpr": self.calibration.target_fpr,
+                    "images_scored": self.images_scored, "anomalies": self.anomalies,
+                    "uptime_s": round(time.time() - self.started, 3), "input_size": list(self.detector.input_shape),
+                    "localizes": self.detector.localizes,
+                    "memory": {"held_mb": round(self.budget.held / (1 << 20), 1),
+                               "budget_mb": round(self.budget.limit / (1 << 20), 1)}}
 
     def close(self) -> None:
         self.batcher.close()
+
