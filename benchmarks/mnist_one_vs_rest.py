@@ -52,7 +52,7 @@ def run_one(model: str, digit: int, args) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("models", nargs="+", choices=sorted(SCORED_BY))
-    ap.add_argument("--images", default="/work/shared/data/mnist/t10k-images-idx3-ubyte.gz")
+    ap.add_argument("--images", default="../shared/data/mnist/t10k-images-idx3-ubyte.gz")
     ap.add_argument("--preset", default="mnist")
     ap.add_argument("--overrides", default="{}")
     ap.add_argument("--digits", default="0,1,2,3,4,5,6,7,8,9")

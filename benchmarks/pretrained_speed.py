@@ -1,7 +1,7 @@
 """Throughput of the pretrained-feature detectors against the bare backbone, on the same images, in
 one run.
 
-    python benchmarks/pretrained_speed.py [--data /work/shared/data/mvtec_ad/bottle] [--threads 1]
+    python benchmarks/pretrained_speed.py [--data ../shared/data/mvtec_ad/bottle] [--threads 1]
         [--backbone efficientnet_lite0] [--rounds 5] [--out benchmarks/results/pretrained_speed]
 
 The test images are decoded and resized once (decoding is excluded here: it is the same for every
@@ -12,7 +12,7 @@ interleaved rounds (so that load from other jobs on the machine hits all candida
   - extractor[levels]: the FeatureExtractor each method uses (forward stops after its last level);
   - each method's predict() on the same tensors (features + scoring + maps at input size).
 The median over rounds is reported, as images/s, with ratio = method / backbone (both references).
-Timings on the shared 2-core machines are noisy (other engineers' jobs): compare within one run.
+Timings are noisy when other jobs share the cores: compare within one run.
 """
 
 from __future__ import annotations
@@ -35,12 +35,6 @@ METHODS = ["gaussian", "padim", "patchcore", "simplenet"]
 
 def set_threads(n: int) -> None:
     torch.set_num_threads(n)
-    try:
-        import faiss
-
-        faiss.omp_set_num_threads(n)
-    except ImportError:
-        pass
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(n)
@@ -55,7 +49,7 @@ def throughput(fn, x: torch.Tensor, bs: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="/work/shared/data/mvtec_ad/bottle")
+    ap.add_argument("--data", default="../shared/data/mvtec_ad/bottle")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--backbone", default="efficientnet_lite0")
     ap.add_argument("--rounds", type=int, default=5)
@@ -127,7 +121,7 @@ def main() -> None:
     for r in rows:
         lines.append(f"{r['method']:<10} {r['predict_img_s']:>13.1f} {r['ratio_vs_extractor']:>12.2f} "
                      f"{r['ratio_vs_network']:>10.2f} {r['fit_s']:>6.1f}")
-    lines.append("Noisy: other engineers' jobs share the 2 cores; ratios are from interleaved rounds.")
+    lines.append("Noisy when other jobs share the cores; ratios are from interleaved rounds.")
     text = "\n".join(lines)
     print(text)
     out = Path(args.out)

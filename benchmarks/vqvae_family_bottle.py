@@ -22,7 +22,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("method")
     ap.add_argument("overrides", nargs="?", default="{}")
-    ap.add_argument("--data", default="/work/shared/data/mvtec_ad/bottle")
+    ap.add_argument("--data", default="../shared/data/mvtec_ad/bottle")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--preset", default=None)
     args = ap.parse_args()

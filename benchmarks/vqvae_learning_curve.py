@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--method", default="vqvae")
     ap.add_argument("--preset", default="cpu_long", help="a preset name, or 'none' for the config defaults")
     ap.add_argument("--overrides", default="{}")
-    ap.add_argument("--data", default="/work/shared/data/mvtec_ad/bottle")
+    ap.add_argument("--data", default="../shared/data/mvtec_ad/bottle")
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--at", default="1,2,5,10,20,30,45,60,80,100", help="epochs (1-based) to evaluate at")

@@ -176,9 +176,79 @@ def test_null_reaches_the_saved_config(data, tmp_path):
 def test_fit_warns_when_the_held_out_images_cannot_back_the_target_fpr(data, tmp_path):
     res = runner.invoke(app, ["fit", "--method", "ae_l2", "--data", str(data), "--out", str(tmp_path / "r"), *TINY])
     assert res.exit_code == 0
-    assert "latentad: warning: calibration: 1 normal image cannot back a target FPR of 0.01" in res.output
+    # the default target follows the hold-out down to 1 in 10; one image cannot back even that
+    assert "latentad: warning: calibration: 1 normal image cannot back a target FPR of 0.1" in res.output
     cal = json.loads((tmp_path / "r" / "calibration.json").read_text())
     assert cal["n_images"] == 1 and cal["min_fpr"] == 0.5
+    res = runner.invoke(app, ["fit", "--method", "ae_l2", "--data", str(data), "--out", str(tmp_path / "r2"), *TINY,
+                              "--target-fpr", "0.01"])  # asked for: the warning names it
+    assert "cannot back a target FPR of 0.01" in res.output
+
+
+def test_the_default_target_is_what_the_hold_out_backs_without_a_warning(tmp_path):
+    from latentad.runs import default_target_fpr
+
+    assert default_target_fpr(200) == 0.01 and default_target_fpr(20) == 0.05 and default_target_fpr(3) == 0.1
+
+
+def test_a_threshold_from_the_training_images_is_named_in_a_warning(data, tmp_path):
+    res = runner.invoke(app, ["fit", "--method", "ae_l2", "--data", str(data), "--out", str(tmp_path / "r"), *TINY,
+                              "--calibration-fraction", "0"])
+    assert res.exit_code == 0 and "falls back to the training images" in res.output
+    assert "optimistic" in json.loads((tmp_path / "r" / "calibration.json").read_text())["source"]
+
+
+def test_evaluate_reports_what_the_calibrated_threshold_achieves(run, data):
+    res = runner.invoke(app, ["evaluate", "--run", str(run), "--data", str(data), "--json"])
+    a = json.loads(res.output.strip().splitlines()[-1])["at_threshold"]
+    scores = list(csv.DictReader(open(run / "scores.csv")))
+    flagged_normal = [r for r in scores if r["label"] == "0" and r["is_anomalous"] == "1"]
+    assert a["threshold"] == json.loads((run / "calibration.json").read_text())["image_threshold"]
+    assert a["fpr"] == pytest.approx(len(flagged_normal) / sum(r["label"] == "0" for r in scores))
+    assert set(a) >= {"tpr", "precision", "target_fpr"}
+
+
+def test_force_builds_aside_and_keeps_the_old_run_when_the_new_fit_fails(run, data, tmp_path):
+    import shutil
+
+    out = tmp_path / "r"
+    shutil.copytree(run, out)
+    before = (out / "config.json").read_text()
+    res = runner.invoke(app, ["fit", "--method", "ae_l2", "--data", str(tmp_path / "missing"), "--out", str(out),
+                              "--force", *TINY])
+    assert res.exit_code == 2 and (out / "config.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # no staging folder left behind
+    res = runner.invoke(app, ["fit", "--method", "ae_l2", "--data", str(data), "--out", str(out), "--force", *TINY,
+                              "--seed", "3"])
+    assert res.exit_code == 0 and json.loads((out / "config.json").read_text())["seed"] == 3
+
+
+def test_fit_reads_a_config_file_and_flags_win(data, tmp_path):
+    cfg = tmp_path / "fit.toml"
+    cfg.write_text(f'method = "ae_l2"\ndata = "{data}"\nout = "{tmp_path / "r"}"\nseed = 5\nepochs = 1\n'
+                   '[option]\nimage_size = 32\naugment_to = 16\nbase_width = 8\nlatent_dim = 8\n')
+    res = runner.invoke(app, ["fit", "--config", str(cfg), "--seed", "0"])
+    assert res.exit_code == 0, res.output
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["seed"] == 0 and config["options"]["image_size"] == 32
+    cfg.write_text('method = "ae_l2"\nno_such = 1\n')
+    res = runner.invoke(app, ["fit", "--config", str(cfg)])
+    assert res.exit_code == 2 and "no_such" in res.output and str(cfg) in res.output
+
+
+def test_version_sizes_and_renamed_flags(run, tmp_path):
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.startswith("latentad ")
+    res = runner.invoke(app, ["evaluate", "--run", str(run), "--eval-size", "24x3z"])
+    assert res.exit_code == 2 and "--eval-size 24x3z" in res.output
+    res = runner.invoke(app, ["evaluate", "--run", str(run), "--eval-size", "24x32", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "metrics.json").read_text())["conditions"]["eval_size"] == [24, 32]
+    res = runner.invoke(app, ["export", "--run", str(run), "--format", "onnx", "--out", str(tmp_path / "e")])
+    assert res.exit_code == 0 and "--format is deprecated" in res.output and "--to" in res.output
+    res = runner.invoke(app, ["export", "--run", str(run), "--format", "onnx", "--to", "openvino",
+                              "--out", str(tmp_path / "e2")])
+    assert res.exit_code == 2 and "same option" in res.output
 
 
 def test_resume_with_other_epochs_is_refused_and_the_run_is_kept(data, tmp_path):

@@ -20,3 +20,11 @@ class ConfigError(LatentADError):
 
 class ModelFileError(LatentADError):
     """A saved run or model folder is missing a file or holds something unexpected."""
+
+
+class MissingExtraError(ConfigError):
+    """An optional package is not installed; the message names the `pip install "latentad[EXTRA]"` that brings it."""
+
+
+class WeightsError(DataError):
+    """A built-in backbone's weight file is not the one this version was built for (its sha256 differs)."""

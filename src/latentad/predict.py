@@ -56,7 +56,7 @@ def open_model(run: Path, engine: str = "auto", device: str | None = None, preci
             Calibration.load(run / "calibration.json")
     if engine not in ("auto", "torch"):
         raise ConfigError(f"--engine {engine}: {run} is a run folder; export it first "
-                          f"(latentad export --run {run} --format {'onnx' if engine == 'onnxruntime' else engine} "
+                          f"(latentad export --run {run} --to {'onnx' if engine == 'onnxruntime' else engine} "
                           "--out DIR) and pass --run DIR")
     _, detector, cal = load_run(run, device, precision)
     return detector, cal

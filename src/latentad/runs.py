@@ -13,9 +13,13 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io as _io
+import logging
 import platform
+import shutil
 import sys
+import tempfile
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,11 @@ from latentad.data.base import ImageSet, Split
 from latentad.detectors.base import Detector, create
 from latentad.errors import ConfigError, ModelFileError
 from latentad.evaluation import Evaluation, evaluate, score_set
+from latentad.metrics.thresholds import at_threshold
+
+DEFAULT_TARGET_FPR = 0.01
+MAX_DEFAULT_FPR = 0.1  # a default threshold flagging more than one good part in ten is no default
+log = logging.getLogger("latentad")
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, str]:
@@ -66,19 +75,80 @@ def calibrate(detector: Detector, normal: ImageSet, target_fpr: float, source: s
     return Calibration.from_normal(pred.image_scores, pred.anomaly_maps, target_fpr, source)
 
 
+def default_target_fpr(n_normal: int) -> float:
+    """The default target: DEFAULT_TARGET_FPR, or the smallest rate `n_normal` held-out images can back
+    (1/n) when they are too few for it, so that a default run does not promise what it cannot; never
+    above MAX_DEFAULT_FPR (fewer images than that needs get the calibration's warning instead)."""
+    backed = 1.0 / max(n_normal, 1)
+    target = min(max(DEFAULT_TARGET_FPR, backed), MAX_DEFAULT_FPR)
+    if DEFAULT_TARGET_FPR < target and backed <= target:
+        log.info(f"calibration: target FPR {target:.3g}, the smallest {n_normal} held-out normal images can back "
+                 f"({DEFAULT_TARGET_FPR:g} needs {round(1 / DEFAULT_TARGET_FPR)}; set --target-fpr to choose)")
+    return target
+
+
+def calibrate_run(detector: Detector, fit_set: ImageSet, cal_set: ImageSet | None, target_fpr: float | None,
+                  fraction: float) -> Calibration:
+    """The run's threshold from its held-out normal images; without any, from the training images
+    themselves, which the model has seen (said in a warning: the rate it promises is optimistic)."""
+    normal = cal_set if cal_set is not None else fit_set
+    if cal_set is None:
+        warnings.warn(f"calibration: no normal image could be held out ({len(fit_set)} training images, "
+                      f"--calibration-fraction {fraction:g}); the threshold falls back to the training images "
+                      "themselves, so its false-positive rate is optimistic (recalibrate with `latentad calibrate` "
+                      "on normal images the model has not seen)", stacklevel=2)
+    target = default_target_fpr(len(normal)) if target_fpr is None else target_fpr
+    source = (f"{len(cal_set)} held-out normal training images" if cal_set is not None
+              else "the training images themselves (optimistic)")
+    return calibrate(detector, normal, target, source)
+
+
 def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, preset: str | None,
             options: dict, seed: int, resume: bool, force: bool, calibration_fraction: float,
-            target_fpr: float, device: str | None = None, precision: str | None = None,
+            target_fpr: float | None, device: str | None = None, precision: str | None = None,
             tune: dict | None = None) -> dict:
     """Train `method` on `data` and write the run folder; returns the fit summary. `device` and
     `precision` are where it trains (recorded in config.json, not part of the saved model). `tune`
     (a `tuning.TuneSpec` table) first chooses among candidate options on a validation split of the
-    normal training images with synthetic defects (`latentad.tuning`); the choice is recorded."""
-    if (run / "model" / "detector.json").exists() and not (resume or force):
+    normal training images with synthetic defects (`latentad.tuning`); the choice is recorded.
+    `target_fpr` None: the default target the hold-out can back (`default_target_fpr`).
+
+    With `force` over a fitted run, the new run is built in a temporary folder beside it and swapped
+    in only when the fit succeeded: a crash leaves the old run whole."""
+    holds = (run / "model" / "detector.json").exists()
+    if holds and not (resume or force):
         raise ConfigError(f"{run}: already holds a fitted model (use --force to overwrite or another --out)")
+    args = (method, data, fmt, data_options, preset, options, seed, resume, calibration_fraction, target_fpr,
+            device, precision, tune)
+    if not holds or resume:
+        return _fit_into(run, *args)
+    run.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{run.name}.fit-", dir=run.parent))
+    try:
+        summary = _fit_into(stage, *args)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    swap_in(stage, run)
+    return summary
+
+
+def swap_in(stage: Path, run: Path) -> None:
+    """Replace the folder `run` by `stage` with two renames (the old one removed afterwards)."""
+    old = Path(tempfile.mkdtemp(prefix=f".{run.name}.old-", dir=run.parent))
+    old.rmdir()
+    run.rename(old)
+    stage.rename(run)
+    io.sync_folder(run.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fit_into(run: Path, method: str, data: str, fmt: str, data_options: dict, preset: str | None,
+              options: dict, seed: int, resume: bool, calibration_fraction: float, target_fpr: float | None,
+              device: str | None, precision: str | None, tune: dict | None) -> dict:
     detector = create(method, preset, device=device, precision=precision, seed=seed, **options)  # refused early
     detector.set_checkpointing(run / "checkpoints", resume=resume)  # so is a resume with another schedule
-    if not 0.0 < target_fpr < 1.0:
+    if target_fpr is not None and not 0.0 < target_fpr < 1.0:
         raise ConfigError(f"--target-fpr {target_fpr}: must be in (0, 1)")
     if not 0.0 <= calibration_fraction < 1.0:
         raise ConfigError(f"--calibration-fraction {calibration_fraction}: must be in [0, 1)")
@@ -92,7 +162,7 @@ def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, pre
     config = {
         "method": method, "preset": preset or "default", "options": options, "seed": seed,
         "data": {**split.info, "path": str(data), "format_option": fmt, "data_options": data_options},
-        "calibration": {"fraction": calibration_fraction, "target_fpr": target_fpr,
+        "calibration": {"fraction": calibration_fraction, "target_fpr": "auto" if target_fpr is None else target_fpr,
                         "n_fit": len(fit_set), "n_calibration": len(cal_set) if cal_set else 0},
         "detector_config": asdict(detector.config),
         **({"tuning": tuning} if tuning is not None else {}),
@@ -114,11 +184,10 @@ def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, pre
     config["detector_config"] = asdict(detector.config)
     io.write_json(run / "config.json", config)
     detector.save(run / "model")
-    if cal_set is not None:
-        cal = calibrate(detector, cal_set, target_fpr, f"{len(cal_set)} held-out normal training images")
-    else:
-        cal = calibrate(detector, fit_set, target_fpr, "the training images themselves (optimistic)")
+    cal = calibrate_run(detector, fit_set, cal_set, target_fpr, calibration_fraction)
     cal.save(run / "calibration.json")
+    config["calibration"]["target_fpr"] = cal.target_fpr
+    io.write_json(run / "config.json", config)
     summary = {"method": method, "fit_seconds": fit_seconds, "n_train": len(fit_set),
                "history": getattr(detector, "history", [])}
     io.write_json(run / "fit.json", summary)
@@ -179,6 +248,9 @@ def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dic
     split = open_split(str(data), fmt, opts)
     result = evaluate(detector, split.test, eval_size)
     scores, maps = result.prediction.image_scores, result.prediction.anomaly_maps
+    result.metrics["at_threshold"] = {**at_threshold(result.labels, scores, cal.image_threshold),
+                                      "target_fpr": cal.target_fpr, "calibrated_on": cal.source}
+    result.metrics["conditions"]["f1_max"] = "oracle: the best F1 over thresholds chosen with the test labels"
     metrics = {**result.metrics, "threshold": cal.image_threshold,
                "per_defect": result.per_defect, "data": str(data), "method": config.get("method")}
     io.write_json(run / "metrics.json", metrics)

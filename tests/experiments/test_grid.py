@@ -131,3 +131,20 @@ def test_paper_table1_finds_the_categories(tmp_path):
     assert [m.label for m in spec.methods] == ["ae_ssim-paper", "vae_l2-paper_mvtec", "vqvae_ssim-paper_mvtec",
                                                "vqvae_ssim_am-paper_mvtec"]
     assert [m.preset for m in paper_spec("table1", tmp_path, recipe="cpu").methods] == [None] * 4
+
+
+def test_paper_table1_shows_vevae_as_published_only_and_vae_l2_under_its_own_name():
+    rows = [{"data": "bottle", "status": "done", "method": m, "pixel_auroc": v}
+            for m, v in [("ae_ssim", 0.8), ("vae_l2", 0.7), ("vqvae_ssim", 0.85), ("vqvae_ssim_am", 0.9)]]
+    text = paper_layout("table1", rows)
+    head = next(line for line in text.splitlines() if line.startswith("| category"))
+    cols = [c.strip() for c in head.strip("|").split("|")]
+    assert "VEVAE (published only)" in cols and "FCDD (published only)" in cols
+    assert "VAE L2 (ours, no published figure)" in cols
+    assert cols.index("VAE L2 (ours, no published figure)") == cols.index("VEVAE (published only)") + 1
+    assert not any(c.startswith("VEVAE (ours") for c in cols)
+    row = next(ln for ln in text.splitlines() if ln.startswith("| bottle"))
+    bottle = [c.strip() for c in row.strip("|").split("|")]
+    assert bottle[cols.index("VEVAE (published only)")] == "0.87"  # the published figure alone
+    assert bottle[cols.index("VAE L2 (ours, no published figure)")] == "0.700"  # ours alone
+    assert bottle[cols.index("AE SSIM (ours / published)")] == "0.800 / 0.93"

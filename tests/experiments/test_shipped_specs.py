@@ -1,8 +1,10 @@
-"""Every spec shipped in benchmarks/specs parses: its methods, options and tune candidates are valid.
+"""Every spec shipped in benchmarks/specs parses (its methods, options and tune candidates are valid)
+and opens with a header that says what was chosen on which data.
 
-Why: `best.toml` and its rounds are what the acceptance check and RESULTS.md's commands run; a typo
-in an option would only show after minutes of fitting. The data folders are stood in for by empty
-ones at the same relative places, so the test needs no data set.
+Why: the specs are what the acceptance checks and docs/RESULTS.md's commands run; a typo in an option
+would only show after minutes of fitting, and a figure is only as honest as the record of how its
+settings were chosen. The data folders are stood in for by empty ones at the same relative places,
+so the test needs no data set.
 """
 
 import tomllib
@@ -37,3 +39,15 @@ def test_shipped_spec_parses(path, tmp_path):
     stand_in_data(tomllib.loads(text), base)
     spec = parse_spec(text, path.name, base)
     assert spec.data and spec.methods
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
+def test_shipped_spec_header_states_its_choices(path):
+    header = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    text = "\n".join(header)
+    assert "latentad benchmark benchmarks/specs/" + path.name in text, "the header shows the command"
+    assert "# Choices:" in text, "the header says what was chosen on which data (a '# Choices:' line)"

@@ -104,14 +104,21 @@ def _inside(masks: torch.Tensor | None, hw: tuple[int, int]) -> np.ndarray | Non
     return np.where(frac >= INSIDE, 1, np.where(frac == 0, 0, -1)).reshape(-1)
 
 
-def nearest_distance(bank: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """L2 distance of each query row to its nearest bank row (faiss, exact)."""
-    import faiss
-
-    index = faiss.IndexFlatL2(bank.shape[1])
-    index.add(np.ascontiguousarray(bank, dtype=np.float32))
-    d, _ = index.search(np.ascontiguousarray(queries, dtype=np.float32), 1)
-    return np.sqrt(np.maximum(d[:, 0], 0.0))
+def nearest_distance(bank: np.ndarray, queries: np.ndarray, block: int = 1 << 22) -> np.ndarray:
+    """L2 distance of each query row to its nearest bank row: an exact search, in float64 so that the
+    |q|^2 - 2 q.b + |b|^2 expansion loses nothing to cancellation; queries go in chunks of at most
+    `block` distances at a time, so memory stays bounded whatever the sizes."""
+    b = torch.from_numpy(np.ascontiguousarray(bank, dtype=np.float64))
+    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float64))
+    if len(q) == 0:
+        return np.zeros(0, dtype=np.float64)
+    b_sq = (b * b).sum(1)
+    step = max(1, block // max(1, len(b)))
+    out = []
+    for part in q.split(step):
+        d2 = torch.addmm(b_sq[None], part, b.T, alpha=-2.0) + (part * part).sum(1, keepdim=True)
+        out.append(d2.min(1).values.clamp_min(0).sqrt())
+    return torch.cat(out).numpy()
 
 
 def collect(

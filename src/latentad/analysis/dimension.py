@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from latentad.analysis.collect import Collected
+from latentad.extras import require
 from latentad.report.figures import plt, save_figure
 
 MIN_POINTS = 12
@@ -21,8 +22,7 @@ MAX_POINTS = 1000
 
 
 def estimate(x: np.ndarray, seed: int = 0) -> dict[str, float | str | None]:
-    import skdim
-
+    skdim = require("skdim", "analysis", "the intrinsic-dimension question")
     if len(x) < MIN_POINTS:
         return {"n": int(len(x)), "TwoNN": None, "MLE": None, "lPCA": None, "note": f"fewer than {MIN_POINTS} images"}
     if len(x) > MAX_POINTS:

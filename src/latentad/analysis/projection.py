@@ -15,6 +15,7 @@ from sklearn.decomposition import PCA
 
 from latentad.analysis.collect import Collected, nearest_distance
 from latentad.analysis.normal_model import auroc
+from latentad.extras import install_line
 from latentad.report.figures import plt, save_figure
 
 MAX_TRAIN_POINTS = 400
@@ -55,7 +56,8 @@ def answer(c: Collected, figdir: Path, use_umap: bool = True, seed: int = 0) -> 
         out["umap"] = {"n_neighbors": min(15, len(both) - 1), "auroc_2d": auroc(c.labels, nearest_distance(u_tr, u_te))}
         views.append(("UMAP", u_tr, u_te))
     else:
-        out["umap"] = {"skipped": "umap-learn is not installed" if use_umap else "turned off (--no-umap)"}
+        out["umap"] = {"skipped": f"umap-learn is not installed ({install_line('analysis')})" if use_umap
+                       else "turned off (--no-umap)"}
     fig, axes = plt.subplots(1, len(views), figsize=(4.2 * len(views), 3.8), squeeze=False)
     for ax, (title, a, b) in zip(axes[0], views, strict=True):
         _scatter(ax, a, b, c, f"{c.name}: {title}")

@@ -19,6 +19,7 @@ from latentad.analysis import agreement, codebook, components, dimension, gaussi
 from latentad.analysis.collect import Collected, collect
 from latentad.analysis.page import QUESTIONS, write_page
 from latentad.errors import ConfigError
+from latentad.extras import require
 from latentad.report.html import describe_data
 from latentad.runs import load_run, open_split
 
@@ -64,6 +65,7 @@ def analyze(
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
     if not runs:
         raise ConfigError("analyze: give at least one --run")
+    require("skdim", "analysis", "latentad analyze")  # before any embedding pass, not after it
     if limit is not None and limit < 2:
         raise ConfigError(f"--limit {limit}: must be at least 2")
     loaded = [load_run(Path(r), device) for r in runs]

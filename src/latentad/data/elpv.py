@@ -25,6 +25,7 @@ import numpy as np
 from latentad.data.base import ImageSet, Split, file_record
 from latentad.data.folder import split_indices
 from latentad.errors import ConfigError, DataError
+from latentad.extras import require
 
 CELL_TYPES = ("mono", "poly", "all")
 PARTIAL_CHOICES = ("exclude", "anomalous")
@@ -33,12 +34,7 @@ LIMIT_KEYS = ("train", "test_normal", "test_anomalous")
 
 def elpv_data_dir() -> Path:
     """The installed package's data folder (holding labels.csv and images/)."""
-    try:
-        import elpv_dataset
-    except ImportError:
-        raise DataError(
-            "elpv: the elpv-dataset package is not installed (pip install elpv-dataset)"
-        ) from None
+    elpv_dataset = require("elpv_dataset", "data", "the ELPV data set")
     return Path(elpv_dataset.__file__).resolve().parent / "data"
 
 

@@ -199,32 +199,42 @@ class Detector(ABC):
         """Inverse of `state_json`; nothing to restore by default."""
         del state
 
+    def weights_sha256(self) -> str | None:
+        """sha256 of the pretrained weight file outside the saved model that the fitted state depends
+        on (a frozen backbone's); None when the saved model holds every weight it scores with."""
+        return None
+
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
+        """model.safetensors + detector.json, which records `weights_sha256` when the fitted state
+        depends on weights outside it (a pretrained backbone's), so that `load` can refuse others."""
         if not self.fitted:
             raise ModelFileError(f"{path}: cannot save an unfitted {self.name} detector")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}  # device-free
         io.write_tensors(path / "model.safetensors", tensors)
-        io.write_json(
-            path / "detector.json",
-            {
-                "format_version": FORMAT_VERSION,
-                "method": self.name,
-                "config": dataclasses.asdict(self.config),
-                "state": self.state_json(),
-            },
-        )
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "method": self.name,
+            "config": dataclasses.asdict(self.config),
+            "state": self.state_json(),
+        }
+        weights = self.weights_sha256()
+        if weights is not None:  # the backbone its statistics were fitted on: checked at load
+            meta["weights_sha256"] = weights
+        io.write_json(path / "detector.json", meta)
         return path
 
     @staticmethod
     def load(path: str | Path, device: str | torch.device | None = None, precision: str | None = None) -> Detector:
-        """A saved detector, on the CPU or on `device` (a model fitted on a GPU loads on a CPU)."""
+        """A saved detector, on the CPU or on `device` (a model fitted on a GPU loads on a CPU); refused
+        when it records backbone weights other than those installed (`check_recorded_weights`)."""
         path = Path(path)
         meta = io.read_json(path / "detector.json")
         cls = get_method(meta.get("method", "?"))
         det = cls.build(replace_config(cls.Config(), meta.get("config", {}), cls.name))
+        check_recorded_weights(det, meta.get("weights_sha256"), path / "detector.json")
         det.load_state_tensors(io.read_tensors(path / "model.safetensors"))
         det.load_state_json(meta.get("state", {}))
         det.fitted = True
@@ -270,6 +280,19 @@ def conform(x: torch.Tensor, size: int | tuple[int, int], channels: int, resize:
     if tuple(x.shape[-2:]) != shape:
         x = place_tensor(x, shape, resize)
     return x
+
+
+def check_recorded_weights(det: Detector, recorded: str | None, where: Path) -> None:
+    """Refuse a model fitted on other backbone weights than those installed now (a model saved before
+    hashes were recorded has none, and loads)."""
+    if recorded is None:
+        return
+    current = det.weights_sha256()
+    if current != recorded:
+        raise ModelFileError(
+            f"{where}: fitted on backbone weights with sha256 {recorded}, but the weights here have sha256 "
+            f"{current or '(none)'}: refit it, or install the weights it was fitted on"
+        )
 
 
 def seed_everything(seed: int) -> None:

@@ -224,6 +224,10 @@ class TiledDetector(Detector):
         return {"positions": [list(p) for p in self.positions], "image_shape": self.image_shape,
                 "models": [m.state_json() for m in self.models]}
 
+    def weights_sha256(self) -> str | None:
+        """The tiles share one backbone: the method's own hash."""
+        return self.models[0].weights_sha256()
+
     def load_state_json(self, state: dict[str, Any]) -> None:
         self.positions = [tuple(p) for p in state.get("positions", [])]
         self.image_shape = tuple(state["image_shape"]) if state.get("image_shape") else None

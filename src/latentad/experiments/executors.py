@@ -17,6 +17,7 @@ from typing import Any
 
 from latentad.errors import ConfigError
 from latentad.experiments.cells import run_cell
+from latentad.extras import require
 
 Row = dict[str, Any]
 
@@ -86,10 +87,8 @@ def run_local(cells: list[dict], out: str, workers: int, device: str | None, tra
 
 def dask_client(scheduler: str | None, workers: int | None):
     """A `distributed.Client`: `local:N` starts a LocalCluster of N single-threaded processes."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise ConfigError("--executor dask: the dask[distributed] package is not installed") from None
+    require("distributed", "dask", "--executor dask")
+    from distributed import Client, LocalCluster
     if scheduler is None or scheduler.startswith("local"):
         n = workers or 2
         if scheduler and scheduler.startswith("local:"):

@@ -13,6 +13,7 @@ import torch
 from latentad import io
 from latentad.detectors.base import Prediction
 from latentad.errors import ConfigError, ModelFileError
+from latentad.extras import require
 
 ENGINES = ("onnxruntime", "openvino")
 
@@ -23,10 +24,7 @@ def is_export(folder: Path) -> bool:
 
 class _OnnxRuntime:
     def __init__(self, folder: Path) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ConfigError("--engine onnxruntime: the onnxruntime package is not installed") from None
+        ort = require("onnxruntime", "export", "--engine onnxruntime")
         path = folder / "model.onnx"
         if not path.is_file():
             raise ModelFileError(f"{path}: file not found (export with --format onnx)")
@@ -43,10 +41,7 @@ class _OnnxRuntime:
 
 class _OpenVINO:
     def __init__(self, folder: Path) -> None:
-        try:
-            import openvino as ov
-        except ImportError:
-            raise ConfigError("--engine openvino: the openvino package is not installed") from None
+        ov = require("openvino", "openvino", "--engine openvino")
         path = folder / "model.xml"
         if not path.is_file():
             raise ModelFileError(f"{path}: file not found (export with --format openvino)")

@@ -22,6 +22,7 @@ import torch.nn as nn
 from latentad import __version__, io
 from latentad.detectors.base import Detector
 from latentad.errors import ConfigError
+from latentad.extras import require
 
 FORMATS = ("onnx", "openvino")
 OPSET = 17
@@ -101,8 +102,10 @@ def export_detector(detector: Detector, calibration: Path, out: Path, fmt: str =
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: one of {', '.join(FORMATS)}")
-    if fmt == "openvino":
-        _require_openvino()
+    extra = "export" if fmt == "onnx" else "openvino"
+    require("onnx", extra, f"latentad export --format {fmt}")  # torch writes the graph with it
+    # the graph is checked against torch in the engine that will run it
+    require("onnxruntime" if fmt == "onnx" else "openvino", extra, f"latentad export --format {fmt}")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export.") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
@@ -147,10 +150,3 @@ def export_detector(detector: Detector, calibration: Path, out: Path, fmt: str =
     io.write_bytes(out / "calibration.json", Path(calibration).read_bytes())
     io.write_json(out / "export.json", meta)
     return meta
-
-
-def _require_openvino() -> None:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        raise ConfigError("--format openvino: the openvino package is not installed (pip install openvino)") from None

@@ -46,7 +46,7 @@ def _regions(masks: np.ndarray) -> tuple[np.ndarray, int]:
     """8-connected defect regions of each image, labelled 1..R across the whole set (0 = normal)."""
     structure = np.zeros((3, 3, 3), dtype=bool)
     structure[1] = True  # connect within an image only, never across the image axis
-    from scipy import ndimage  # on use: its import is 1.3 s of every command that only scores
+    from scipy import ndimage  # on use: its import would slow every command that only scores
 
     labelled, count = ndimage.label(masks, structure=structure)
     return labelled, int(count)

@@ -58,3 +58,18 @@ def threshold_for_fpr(normal_scores: Any, target_fpr: float = 0.01) -> float:
         top = x.max()
         return float(np.nextafter(top, np.array(np.inf, dtype=x.dtype)))
     return float(np.partition(x, n - k - 1)[n - k - 1])
+
+
+def at_threshold(labels: Any, scores: Any, threshold: float) -> dict:
+    """What a calibrated threshold achieves on a labelled test set (flagged when score > threshold,
+    the deployed rule): its false-positive rate on the normal images, true-positive rate on the
+    anomalous ones and precision among the flagged (None where a rate has no denominator)."""
+    y, s = check_image_inputs(labels, scores)
+    flagged = s > threshold
+    normal, anomalous = y == 0, y == 1
+
+    def rate(hits: np.ndarray, among: np.ndarray) -> float | None:
+        return float(hits[among].mean()) if among.any() else None
+
+    return {"threshold": float(threshold), "fpr": rate(flagged, normal), "tpr": rate(flagged, anomalous),
+            "precision": rate(anomalous, flagged), "n_flagged": int(flagged.sum())}

@@ -21,11 +21,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
-
 from latentad.errors import ConfigError, LatentADError
+from latentad.extras import missing_extra
+
+try:  # the `serve` extra: without it, one line naming the pip install, not a traceback
+    import prometheus_client  # noqa: F401 (serve.telemetry's)
+    import uvicorn  # noqa: F401 (what `latentad serve` runs the app in)
+    from fastapi import FastAPI, File, Form, Request, UploadFile
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
+except ImportError as exc:
+    raise missing_extra(exc, "serve", "latentad serve") from None
+
 from latentad.serve.batcher import ItemFailed, QueueFull
 from latentad.serve.budget import TooLarge
 from latentad.serve.guard import Guard
@@ -75,9 +82,9 @@ def rows_of(results: list, names: list[str]) -> list[dict]:
 def create_app(model_dir: Path, token: str | None = None, max_upload_mb: float = 20.0, engine: str = "auto",
                max_pixels: int = DEFAULT_MAX_PIXELS, max_wait_s: float = 0.01, bind: str = "127.0.0.1",
                allow_origins: Iterable[str] = (), max_request_mb: float = DEFAULT_REQUEST_MB,
-               max_request_mpix: float = DEFAULT_REQUEST_MPIX, memory_budget_mb: float = DEFAULT_BUDGET_MB
-               ) -> FastAPI:
-    service = Service(model_dir, engine, max_pixels, max_wait_s, max_request_mpix, memory_budget_mb)
+               max_request_mpix: float = DEFAULT_REQUEST_MPIX, memory_budget_mb: float = DEFAULT_BUDGET_MB,
+               device: str | None = None) -> FastAPI:
+    service = Service(model_dir, engine, max_pixels, max_wait_s, max_request_mpix, memory_budget_mb, device)
     telemetry = Telemetry()
     telemetry.threshold.set(service.calibration.image_threshold)
     limit = int(max_upload_mb * (1 << 20))

@@ -73,11 +73,11 @@ class Service:
 
     def __init__(self, model_dir: Path, engine: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
                  max_wait_s: float = 0.01, request_mpix: float = DEFAULT_REQUEST_MPIX,
-                 budget_mb: float = DEFAULT_BUDGET_MB) -> None:
+                 budget_mb: float = DEFAULT_BUDGET_MB, device: str | None = None) -> None:
         from latentad.predict import open_model
 
         self.model_dir = Path(model_dir)
-        self.detector, self.calibration = open_model(self.model_dir, engine)
+        self.detector, self.calibration = open_model(self.model_dir, engine, device)
         self.engine = getattr(self.detector, "engine_name", "torch")
         self.size, self.mode = input_placement(self.detector)
         self.max_pixels = max_pixels

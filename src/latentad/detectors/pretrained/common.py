@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from latentad.backbones import DEFAULT_BACKBONE, FeatureExtractor, load_backbone, wrap_module
+from latentad.backbones import weights_sha256 as backbone_weights_sha256
 from latentad.detectors.base import Detector, DetectorConfig, Images, Latents
 from latentad.errors import ConfigError
 
@@ -93,6 +94,12 @@ class PretrainedDetector(Detector):
                 self._extractor = load_backbone(cfg.backbone, self.levels, cfg.weights_path)
             self._extractor.to(self.device)
         return self._extractor
+
+    def weights_sha256(self) -> str | None:
+        """The built-in backbone's weight file hash (a user module's weights are saved with the model)."""
+        if self.custom_backbone:
+            return None
+        return backbone_weights_sha256(self.config.backbone, self.config.weights_path)
 
     def move_state(self, device: torch.device) -> None:
         """The backbone, then every fitted tensor the method lists in `state_tensors`."""

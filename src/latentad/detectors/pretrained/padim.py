@@ -4,7 +4,7 @@ Localization", ICPR 2021).
 The backbone levels are brought to one patch grid (stride `feature_stride`) and concatenated; a fixed
 random subset of `n_features` channels is kept (chosen once from config.seed). At every grid position
 a Gaussian is fitted to the training patches there: mean and covariance + eps * I (the paper's
-regulariser, eps = 0.01; "ledoit_wolf" shrinkage is an option, slightly worse in our bottle probe).
+regulariser, eps = 0.01; "ledoit_wolf" shrinkage is an option).
 A test patch scores its Mahalanobis distance to its position's Gaussian; the map is upsampled to the
 input size and smoothed by a Gaussian of sigma 4; the image score is the map's maximum.
 
@@ -14,8 +14,8 @@ positions x d x d), never the features of all images. Scoring is one batched mat
 Options from the analysis (docs/ANALYSIS.md, magnetic tile; off by default, issue 14):
 - `share="covariance"`: keep a mean per position but fit one covariance to the within-position
   scatter of all positions; `share="all"`: one Gaussian for every position. Why: the analysis found
-  that the low-variance components carry the defects (bottom-k 0.829 vs top-k 0.675 on magnetic
-  tile), and with n training images per position in d = 176 dimensions those are the directions a
+  that the low-variance components carry the defects on magnetic tile (docs/ANALYSIS.md), and with n
+  training images per position in d = 176 dimensions those are the directions a
   per-position covariance estimates worst (eps = 0.01 then swamps them); pooling positions gives
   P times more samples. It also fits textures that are not aligned from image to image.
 - `npca=t`: Rippel's NPCA on each Gaussian: the leading principal components explaining a fraction
@@ -39,11 +39,11 @@ Options from the analysis (docs/ANALYSIS.md, magnetic tile; off by default, issu
   position, of the training images' out-of-fold distances (`standardize_folds` folds, each image's
   distance to the Gaussians of the other folds, as a test image's; the training grids are cached
   in float32 for it). Why: the normal spread of the distance differs from position to position
-  (magnetic tile: std 4.1-8.1 across the grid, bottle 0.2-43, docs/ANALYSIS.md), so the raw map's
-  maximum is decided by the positions that vary most on normal images; standardised, every position
-  raises its alarm at the same normal rate. 10 folds beat 2 on magnetic tile's validation splits.
-  With the segmentation head, the standardised map is the fusion's Gaussian part (the heads still
-  read raw distances).
+  (docs/ANALYSIS.md), so the raw map's maximum is decided by the positions that vary most on normal
+  images; standardised, every position raises its alarm at the same normal rate. The default of 10
+  folds was chosen on magnetic tile's validation splits (the header of
+  benchmarks/specs/improve_pretrained_standardize.toml says how). With the segmentation head, the
+  standardised map is the fusion's Gaussian part (the heads still read raw distances).
 - `score_top=f`: the image score is the mean of the map's highest fraction f of pixels instead of its
   maximum (`maps.statistics.top_mean`): one noisy peak no longer decides a tile's score, and a change
   spread over many pixels counts; on magnetic tile the map away from the defects already separates
@@ -51,7 +51,7 @@ Options from the analysis (docs/ANALYSIS.md, magnetic tile; off by default, issu
 
 Differences from the paper: EfficientNet-Lite0 stages 2-4 (24+40+112 = 176 channels) instead of
 ResNet-18 layers 1-3 (448, 100 kept) or WideResNet-50 (1792, 550 kept); by default the patch grid is at
-stride 8 (the paper uses the stride-4 grid of layer 1: the `paper` preset).
+stride 8 (the paper uses the stride-4 grid of layer 1: the `paper_recipe` preset).
 """
 
 from __future__ import annotations

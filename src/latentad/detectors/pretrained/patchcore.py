@@ -5,7 +5,8 @@
 2. Memory bank: every training patch, reduced by greedy coreset selection (k-center greedy, starting
    from a random patch, run on a random projection of the features to `projection_dim` dimensions)
    to `coreset_ratio` of the patches, at most `max_memory`.
-3. Scoring: a test patch's score is the L2 distance to its nearest memory item (faiss IndexFlatL2).
+3. Scoring: a test patch's score is the L2 distance to its nearest memory item, found by an exact
+   search in torch (one matrix product against the whole bank, `_knn`; no approximate index).
    The map is upsampled to the input size and blurred (Gaussian, sigma 4). The image score is the
    largest patch score s*, re-weighted as in the paper (eq. 7):
    s = (1 - exp||m_test - m*|| / sum_{m in N_b(m*)} exp||m_test - m||) * s*, where m_test is the
@@ -16,21 +17,20 @@ Differences from the paper, for CPU speed: a small ImageNet backbone (EfficientN
 24+40+112 = 176 channels, instead of WideResNet-50 layer2-3). The nearest-neighbour search dominates
 prediction time and costs memory size x dimension per patch, so by default: instead of the paper's
 channel-wise adaptive average pooling to a target dimension, `embed_dim` = 48 projects the patch
-features on their leading principal components (fitted on the training patches; 98 % of the variance
-on bottle), and the bank is 1 % of the patches capped at `max_memory` = 768 (the paper finds 1 % close
-to 10 %). With those, predict runs at about 0.85x the throughput of the truncated feature extractor
-alone (1.2x the full Lite0 network); on MVTec bottle they changed pixel AUROC by < 0.001 against the
-full 176-d features and a 1640-item bank (benchmarks/results/pretrained_*). A caveat worth testing on
-other data: Rippel et al. found anomaly signal in low-variance directions, which the PCA drops
-(`embed_dim=0` keeps every dimension). The `paper` preset keeps the full features, a 10 % coreset and
-a 128-d random projection for the coreset search.
+features on their leading principal components (fitted on the training patches), and the bank is 1 %
+of the patches capped at `max_memory` = 768 (the paper finds 1 % close to 10 %). These defaults were
+chosen on MVTec bottle's test images; their speed and quality are measured in docs/RESULTS.md
+(`benchmarks/pretrained_bottle.py`, `benchmarks/pretrained_speed.py`). A caveat: Rippel et al. found
+anomaly signal in low-variance directions, which the PCA drops (`embed_dim=0` keeps every dimension).
+The `paper_recipe` preset keeps the full features, a 10 % coreset and a 128-d random projection for
+the coreset search.
 
 Option from the analysis (docs/ANALYSIS.md, magnetic tile; off by default, issue 14): `whiten=true`
 divides each principal component by its standard deviation (sqrt(eigenvalue + eps)) before the
 coreset and the search, so the L2 nearest-neighbour distance becomes a Mahalanobis distance under the
-training patches' covariance. Why: PaDiM's Gaussians beat the plain kNN distance at every level there
-(0.802 vs 0.63-0.73), and the low-variance directions, which plain L2 all but ignores, carry the
-defects (bottom-k 0.829 vs top-k 0.675). With `embed_dim=0` every direction is kept and whitened.
+training patches' covariance. Why: on magnetic tile PaDiM's Gaussians beat the plain kNN distance at
+every level, and the low-variance directions, which plain L2 all but ignores, carry the defects
+(docs/ANALYSIS.md). With `embed_dim=0` every direction is kept and whitened.
 """
 
 from __future__ import annotations
@@ -187,8 +187,8 @@ class PatchCore(PretrainedDetector):
 
     # -- nearest neighbours -----------------------------------------------------------------------
     def _knn(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Distances and indices of the k nearest memory patches: exact L2 by one matrix product
-        (as faiss' IndexFlatL2 computes it), in torch so that the export carries it in its graph.
+        """Distances and indices of the k nearest memory patches: exact L2 by one matrix product in
+        torch (no faiss, no approximate index), so that the export carries it in its graph.
         Queries go in blocks bounded to ~64 MB of distances (one block when traced)."""
         mem = self.memory
         sq = (mem * mem).sum(1)

@@ -1,7 +1,7 @@
 """A segmentation head trained on synthetic defects, over a Gaussian patch model's features.
 
 Why (docs/ANALYSIS.md, magnetic tile): a per-position model of patches cannot tell a region finished
-unlike the rest of its tile (the `uneven` class, 72 % of the defect pixels) from normal texture: each
+unlike the rest of its tile (the `uneven` class, most of the defect pixels) from normal texture: each
 patch of it is a plausible patch. What marks it is its disagreement with the rest of the same image.
 This head sees, at every grid position, the patch feature, its offset from the image's median patch,
 the image's mean patch and the position's Mahalanobis distance, through dilated convolutions that
@@ -51,8 +51,8 @@ class SegmentHead(nn.Module):
 
 class HeadEnsemble(nn.Module):
     """Several heads (each trained on its own draw of synthetic defects), their logits averaged: one
-    head's false alarms on normal images vary with its draw (magnetic tile: pooled pixel AUROC 0.855
-    to 0.901 over three seeds), an average keeps what they agree on."""
+    head's false alarms on normal images vary with its draw (and so its pooled pixel AUROC with the
+    seed), an average keeps what they agree on."""
 
     def __init__(self, heads: list[SegmentHead]) -> None:
         super().__init__()
@@ -114,8 +114,8 @@ def training_grids(batches, features, kinds: tuple[str, ...], variants: int, see
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(features (N,d,h,w) float16, distances (N,h,w), masks (N,h,w), clean (N,) bool) of every
     training batch, once as it is and `variants` times with one synthetic defect per image (masks
-    area-averaged to the grid). Held in memory: (variants + 1) x images x d x grid in float16, about
-    0.7 GB for magnetic tile's 599 tiles at 3 variants (176 channels, 28 x 28).
+    area-averaged to the grid). Held in memory: (variants + 1) x images x d x grid in float16, i.e.
+    4 x 599 x 176 x 28 x 28 x 2 bytes = 0.66 GB for 599 tiles at 3 variants, 176 channels.
     `batches`: an iterable of float batches; `features(x, variant) -> (g, dist)`: the detector's
     patch features and Mahalanobis distances of a batch (variant 0: as it is; the last variant ends
     the batch)."""

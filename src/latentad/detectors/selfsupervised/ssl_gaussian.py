@@ -18,7 +18,7 @@ head on the pooled stage-4 features) learns a metric in which normal images are 
 default the three small ones; adding `band` (a large region from one edge with its finish changed,
 `data.defects`) or `graft` (such a band from another image of the batch) matches the defect
 distribution to sets whose defects are large regions of plausible local texture (magnetic tile's
-`uneven`: docs/ANALYSIS.md), which small patches never teach. Measured: neither helped (RESULTS.md).
+`uneven`: docs/ANALYSIS.md), which small patches never teach. What they measured: docs/RESULTS.md.
 
 Why a contrastive loss rather than a plain classifier: the Gaussian fitted afterwards needs normal
 images to form one compact cloud; contrastive losses shape the whole embedding's geometry (alignment
@@ -76,10 +76,12 @@ class SSLGaussian(FineTunedGaussian):
         "both": "objective=both (the default)",
         "mnist": "MNIST one-vs-rest: digits upsampled to 64 px, 3 epochs (sized by time), no rotation or flips",
         "paper_cifar": "CIFAR-10 one-vs-rest: 64 px, 10 epochs",
+        "demo": "the ELPV demo: grey cells, the contrastive objective for one epoch at 160 px (sized by time)",
     }
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "contrastive": {"objective": "contrastive"}, "synthetic": {"objective": "synthetic"},
         "both": {"objective": "both"}, "mnist": _MNIST, "paper_cifar": _SMALL,
+        "demo": {"objective": "contrastive", "epochs": 1, "image_size": 160, "channels": 1},
     }
 
     def __init__(self, config=None, **overrides: Any) -> None:
