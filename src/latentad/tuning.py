@@ -28,8 +28,8 @@ from latentad.errors import ConfigError
 
 CRITERIA = ("auto", "image_auroc", "pixel_auroc", "mean")
 # Below this, the best candidate's validation figure is too close to chance (0.5) to rank anything:
-# measured on bottle, whose validation pixel AUROC is 0.54-0.62 with band / graft defects (a band of
-# another bottle is another normal bottle) and ranked an option the wrong way (docs/RESULTS.md, round 11).
+# seen on bottle, whose validation pixel AUROC with band / graft defects stays near chance (a band of
+# another bottle is another normal bottle) and ranked an option the wrong way (docs/ANALYSIS.md).
 NEAR_CHANCE = 0.65
 RULES = ("best", "one_se")
 

@@ -3,8 +3,8 @@ much the map's normal spread varies from position to position, where the normal 
 and what standardising each position would do to the image score.
 
 Why: the image score is the map's maximum, so positions whose score varies most on normal images
-decide it; on magnetic tile the std of PaDiM's distance runs 4.1-8.1 across the grid, on bottle
-0.2-43 (docs/RESULTS.md, round 11), which motivated `padim -o standardize=position`. The what-if is
+decide it; the std of PaDiM's distance varies several-fold across the grid on magnetic tile and by
+orders of magnitude on bottle (docs/ANALYSIS.md), which motivated `padim -o standardize=position`. The what-if is
 two-fold over the normal test images: each half's per-position mean and std standardise the maps of
 the other half and of every defective image (averaged over the two folds), so no normal image is
 scored with statistics it contributed to. It chooses nothing; it says whether the option could help.

@@ -55,10 +55,10 @@ class FeatureExtractor(nn.Module):
         micro_batch: on CPU, run the network on this many images at a time (0 = the whole batch;
             None = auto: 2 when torch runs one intra-op thread, else the whole batch). With one
             thread, small chunks keep intermediate tensors small enough for the allocator to reuse
-            them instead of mapping fresh pages for every layer (measured about 1.5x faster at
-            224 px than chunks of 16). With several threads, small chunks multiply the OpenMP
-            barriers: on the shared, loaded 2-core machines 2 threads ran 40x slower with 1-image
-            chunks than with whole batches.
+            them instead of mapping fresh pages for every layer (faster at 224 px than chunks of
+            16). With several threads, small chunks multiply the OpenMP barriers: on the shared,
+            loaded 2-core machines 2 threads ran far slower with 1-image chunks than with whole
+            batches.
     """
 
     def __init__(

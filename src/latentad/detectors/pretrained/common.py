@@ -55,7 +55,7 @@ class PretrainedDetector(Detector):
     Config = PretrainedConfig
     default_levels: ClassVar[tuple[str, ...]] = ("stage3", "stage4")  # for the CNN backbones
     # the self-supervised ViT: one intermediate block, chosen by pixel AUROC on a validation split of
-    # bottle's normal training images with synthetic defects (benchmarks/dino_block_probe.py, RESULTS.md)
+    # bottle's normal training images with synthetic defects (docs/pretrained.md)
     vit_levels: ClassVar[tuple[str, ...]] = ("block6",)
 
     @property
@@ -207,8 +207,8 @@ def few_threads():
 
     The process-wide setting chosen by the user is left as it was outside the block. Inside, these
     operations gain nothing from threads, and on a loaded machine every OpenMP barrier waits for a
-    descheduled thread: with 2 threads on the shared 2-core machines, batched Cholesky of 784
-    176x176 matrices took 9.5 s instead of 0.25 s, and PaDiM's fit 151 s instead of 11 s.
+    descheduled thread: on the shared 2-core machines, batched Cholesky factorisations and PaDiM's
+    fit ran many times slower with 2 threads than with one.
     """
     n = torch.get_num_threads()
     if n == 1:

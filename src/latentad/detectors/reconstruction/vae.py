@@ -85,7 +85,7 @@ class _VAEBase(TrainableDetector):
     preset_notes: ClassVar[dict[str, str]] = {
         "paper_mvtec": "the VQ-VAE paper's MVTec sizes (256 px, latent 32x32, width 256), sized for a GPU",
         "paper_ucsd": "the VQ-VAE paper's UCSD sizes (grey 128 px, latent 32x32), sized for a GPU",
-        "cpu_long": "the default model for 80 epochs (about 17 CPU min on bottle)",
+        "cpu_long": "the default model for 80 epochs (a long CPU run: docs/RESULTS.md)",
         "mnist": "MNIST one-vs-rest: 32 px, one channel, latent 4x4x16",
     }
     presets: ClassVar[dict[str, dict[str, Any]]] = {
@@ -97,7 +97,7 @@ class _VAEBase(TrainableDetector):
                            epochs=30, lr=2e-4, batch_size=32, augment_to=None, rotation=False,
                            flips=False),
         # Longer CPU run on one MVTec category (beside the VQ-VAE's `cpu_long`): the default model,
-        # 80 epochs of 1024 augmented images (17 CPU min measured on bottle).
+        # 80 epochs of 1024 augmented images (its time on bottle: docs/RESULTS.md).
         "cpu_long": dict(image_size=128, epochs=80),
         # MNIST one-vs-rest: 32 px (digits resized from 28), latent 4x4x16, no rotation or flips.
         "mnist": dict(image_size=32, channels=1, n_down=3, width=64, n_res=2, latent_ch=16, epochs=30,

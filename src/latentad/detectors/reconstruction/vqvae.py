@@ -26,22 +26,20 @@ Choices the paper leaves open, made here and documented:
   paper presets use Adam with the values below.
 - The continuous Bernoulli's mean never reaches 0 or 1 (it is 1 - 1/eta for a large logit eta, about
   0.93 with lambda <= 1 - 1e-6), so a pure-white background is reconstructed as light grey; SSIM's
-  luminance term barely notices (0.997), but it is a property of the likelihood the paper chose.
+  luminance term barely notices it, but it is a property of the likelihood the paper chose.
 
 Option from the analysis (issue 14, off by default): `am="gaussian"` replaces the distance to the
 nearest code by the Mahalanobis distance (squared) of z_e to a Ledoit-Wolf Gaussian of the normal
 training latents at its position, fitted after training. Why (docs/ANALYSIS.md): the low-variance
-components of the VQ-VAE's latent carry the defect (bottom-k vs top-k image AUROC 0.866 vs 0.740 on
-bottle, 0.734 vs 0.599 on ELPV) and the normal latents are thin (4-7 intrinsic dimensions in 64),
-while ||z_e - e||^2 weighs every direction alike; a whitened distance to the normal latents reads those
-directions.
+components of the VQ-VAE's latent carry the defect (bottom-k components separate better than top-k
+ones) and the normal latents are thin (few intrinsic dimensions of the 64), while ||z_e - e||^2
+weighs every direction alike; a whitened distance to the normal latents reads those directions.
 
-CPU default (the config defaults, `benchmarks/results/vqvae_probes.md`): 128 px, width = D = 64,
+CPU default (the config defaults; how they were chosen: docs/reconstruction.md): 128 px, width = D = 64,
 M = 512, n_down 4 (latent 8x8: the paper's 8x down-sampling reconstructs the defects back and the AM
 stays weak within a CPU budget), k-means codebook init + dead-code reset (without them the codebook
-collapses to ~20 codes and the AM lowers the AUROC), 30 epochs of 1024 augmented images, AM dilation 9.
-MVTec bottle, pixel AUROC of SSIM+AM: 0.930 / 0.912 / 0.938 for seeds 0 / 1 / 2, about 6.5 min of
-training on one thread.
+collapses to a few codes and the AM lowers the AUROC), 30 epochs of 1024 augmented images, AM
+dilation 9. Its figures on bottle: docs/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -70,7 +68,7 @@ from latentad.maps.ssim import ssim_anomaly_map
 # -- the detector ------------------------------------------------------------------------------------
 @dataclass
 class VQVAEConfig(TrainingConfig):
-    """Defaults = the CPU recipe (`benchmarks/results/vqvae_probes.md`); the paper's settings are the
+    """Defaults = the CPU recipe (module docstring); the paper's settings are the
     `paper_*` presets of `VQVAE.presets`."""
 
     image_size: int | tuple[int, int] = 128
@@ -123,7 +121,7 @@ class VQVAE(TrainableDetector):
                        "optimiser schedule and dilations are ours (the paper gives none)",
         "paper_ucsd": "the paper's UCSD model (grey 128 px, latent 32x32, SSIM map dilated), sized for a GPU",
         "paper_cifar": "the paper's CIFAR-10 model (32 px, latent 8x8, flips), image score = mean of the map",
-        "cpu_long": "the CPU recipe at 256 px, latent 8x8, 100 epochs (about 95 CPU min on bottle)",
+        "cpu_long": "the CPU recipe at 256 px, latent 8x8, 100 epochs (a long CPU run: docs/RESULTS.md)",
         "mnist": "MNIST one-vs-rest: 32 px, one channel, latent 4x4",
     }
     # The paper gives the architecture, M, D, beta, the augmentation (MVTec: 1024 images per epoch by
@@ -144,12 +142,11 @@ class VQVAE(TrainableDetector):
                             batch_size=128, augment_to=None, rotation=False, flips=True, am_dilation=3,
                             ssim_window=7),
         # Longer CPU run aimed at the paper's bottle figures at the paper's 256 px: latent 8x8 as in the
-        # CPU default (n_down 5), 100 epochs at ~1 min of one core each (95 CPU min measured). Bottle:
-        # SSIM+AM pixel AUROC 0.943 (paper 0.95), SSIM alone 0.875; learning curve in docs/RESULTS.md.
+        # CPU default (n_down 5), 100 epochs; its figures and learning curve: docs/RESULTS.md.
         "cpu_long": dict(image_size=256, n_down=5, width=64, code_dim=64, epochs=100, lr=1e-3,
                          am_dilation=17),
         # MNIST one-vs-rest (no paper figure): 28 px digits resized to 32, latent 4x4 (with 8x8 the
-        # VQ-VAE reconstructs the other digits too: SSIM+AM mean AUROC 0.755 vs 0.946 on digits 1/4/7),
+        # VQ-VAE reconstructs the other digits too),
         # the CPU recipe's codebook fixes; no rotation or flips (they change a digit's identity: 6 / 9).
         "mnist": dict(image_size=32, channels=1, n_down=3, width=64, code_dim=64, epochs=30, lr=1e-3,
                       batch_size=32, augment_to=None, rotation=False, flips=False, am_dilation=3,

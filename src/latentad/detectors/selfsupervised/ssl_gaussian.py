@@ -53,7 +53,7 @@ from latentad.errors import ConfigError
 class SSLGaussianConfig(FineTuneConfig):
     objective: Literal["contrastive", "synthetic", "both"] = "both"
     # "both" runs four encoder passes per image and step: 3 epochs keep a bottle fit within the 15-minute
-    # budget on these 2 cores (about 230 s an epoch measured under load); chosen by time, not by a score
+    # budget on these 2 cores; chosen by time, not by a score
     epochs: int = 3
     defects: tuple[str, ...] = KINDS  # the synthetic kinds drawn by the synthetic objective
 
