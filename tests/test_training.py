@@ -64,13 +64,17 @@ def test_cosine_schedule_warms_up_then_decays_to_its_floor():
 
 
 def test_deterministic_algorithms_restores_the_callers_setting():
+    from torch.utils import deterministic
+
     from latentad.training import deterministic_algorithms
 
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              deterministic.fill_uninitialized_memory)
     with deterministic_algorithms():
         assert torch.are_deterministic_algorithms_enabled()
-    assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) \
-        == before
+        assert not deterministic.fill_uninitialized_memory  # a pass over every new tensor, read by no kernel here
+    assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            deterministic.fill_uninitialized_memory) == before
 
 
 def _vqvae_weights_after_training(threads: int) -> list[torch.Tensor]:
@@ -95,6 +99,42 @@ def test_two_thread_training_repeats_bit_for_bit():
     """Multi-threaded CPU backward kernels otherwise accumulate in a thread-dependent order."""
     a, b = _vqvae_weights_after_training(2), _vqvae_weights_after_training(2)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _ae_ssim_training(threads: int, tmp_path, kill_at: int | None = None, resume: bool = False) -> list[torch.Tensor]:
+    """A small channels-last AE SSIM (the NCHW weight gradient of its transposed convolutions included)."""
+    from latentad.detectors.base import create
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    calls = {"n": 0}
+    det = create("ae_ssim", image_size=32, n_down=3, base_width=8, latent_dim=8, epochs=3, augment_to=16, batch_size=8)
+
+    def loss(model, x):
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            raise KeyboardInterrupt
+        return det.loss(model, x)
+
+    try:
+        torch.manual_seed(0)
+        model = det.build_model()
+        images = torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        try:
+            train_model(model, images, loss, det.schedule(), seed=0, checkpoint_dir=tmp_path, resume=resume)
+        except KeyboardInterrupt:
+            pass
+        return [v.detach().clone() for v in model.state_dict().values()]
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_ae_ssim_two_thread_training_repeats_and_resumes_bit_for_bit(tmp_path):
+    full = _ae_ssim_training(2, tmp_path / "a")
+    assert all(torch.equal(x, y) for x, y in zip(full, _ae_ssim_training(2, tmp_path / "b"), strict=True))
+    _ae_ssim_training(2, tmp_path / "c", kill_at=2 * 2 + 1)  # first step of the third epoch
+    resumed = _ae_ssim_training(2, tmp_path / "c", resume=True)
+    assert all(torch.equal(x, y) for x, y in zip(full, resumed, strict=True))
 
 
 def test_flips_run_without_augment_to():

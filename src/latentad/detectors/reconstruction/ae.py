@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentad.config import AT_LEAST_ONE, Bound
+from latentad.detectors.reconstruction.deconv import ConvTranspose2d
 from latentad.detectors.reconstruction.trainable import TrainableDetector, TrainingConfig
 from latentad.maps.ssim import ssim_anomaly_map, ssim_map
 
@@ -27,7 +28,7 @@ def _conv(cin: int, cout: int, k: int, s: int, p: int) -> list[nn.Module]:
 
 
 def _deconv(cin: int, cout: int, k: int, s: int, p: int) -> list[nn.Module]:
-    return [nn.ConvTranspose2d(cin, cout, k, s, p), nn.LeakyReLU(0.2, inplace=True)]
+    return [ConvTranspose2d(cin, cout, k, s, p), nn.LeakyReLU(0.2, inplace=True)]
 
 
 class ClampAtInference(nn.Module):
@@ -97,7 +98,7 @@ class _AEBase(TrainableDetector):
     preset_notes = {
         "paper": "Bergmann et al.'s 128 px, latent 100, 10,000 augmented images a category (their schedule)",
         "demo": "the ELPV demo: one channel, 12 epochs of 512 images",
-        "cpu_long": "the default model for 100 epochs (about 28 CPU min on bottle)",
+        "cpu_long": "the default model for 100 epochs (a long CPU run: docs/RESULTS.md)",
         "mnist": "MNIST one-vs-rest: 32 px, one channel, latent 32, no rotation or flips",
     }
     presets = {
@@ -106,7 +107,7 @@ class _AEBase(TrainableDetector):
         # the ELPV demo: a few minutes on 2 cores.
         "demo": {"image_size": 128, "channels": 1, "epochs": 12, "augment_to": 512},
         # Longer CPU run on one MVTec category (beside the VQ-VAE's `cpu_long`): the default model at
-        # Bergmann et al.'s 128 px, 100 epochs of 1024 augmented images (28 CPU min measured on bottle).
+        # Bergmann et al.'s 128 px, 100 epochs of 1024 augmented images (its time on bottle: docs/RESULTS.md).
         "cpu_long": {"image_size": 128, "epochs": 100},
         # MNIST one-vs-rest: 32 px (digits resized from 28), 3 down-samplings to 4x4, latent 32;
         # no rotation or flips (they change a digit's identity). Linear output: with the sigmoid the
