@@ -231,6 +231,9 @@ def test_fit_reads_a_config_file_and_flags_win(data, tmp_path):
     assert res.exit_code == 0, res.output
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["seed"] == 0 and config["options"]["image_size"] == 32
+    cfg.write_text('method = "ae_l2"\nseed = "five"\n')
+    res = runner.invoke(app, ["fit", "--config", str(cfg)])
+    assert res.exit_code == 2 and "seed" in res.output and "int" in res.output
     cfg.write_text('method = "ae_l2"\nno_such = 1\n')
     res = runner.invoke(app, ["fit", "--config", str(cfg)])
     assert res.exit_code == 2 and "no_such" in res.output and str(cfg) in res.output

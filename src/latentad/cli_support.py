@@ -63,6 +63,10 @@ def fit_config(ctx: typer.Context, path: Path | None, values: dict[str, Any]) ->
             continue  # flags win
         if isinstance(value, dict):
             value = [f"{k}={v}" for k, v in value.items()]
+        default = values[name]
+        kind = float if isinstance(default, float) else type(default)
+        if default is not None and not (isinstance(value, kind) or (kind is float and isinstance(value, int))):
+            raise ConfigError(f"--config {path}: {key} = {value!r} must be a {kind.__name__}")
         out[name] = value
     return out
 

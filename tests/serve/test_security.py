@@ -112,20 +112,17 @@ def test_a_recalibration_needs_enough_images_for_its_target(open_client, data):
     assert open_client.post("/calibrate", files=files_of(normals[:4]), data={"target_fpr": "0.25"}).status_code == 200
 
 
-def test_pixels_and_decoded_bytes_of_a_request_are_bounded(run, data):
-    good = files_of(sorted(data.glob("test/good/*.png"))[:3])  # 64x64 each: 4096 px
-    api = create_app(run, max_request_mpix=0.01)
+@pytest.mark.parametrize("limit, fits, flag", [
+    ({"max_request_mpix": 0.01}, 2, "--max-request-mpix"),  # 64x64 images: 4096 px each
+    ({"memory_budget_mb": 0.1}, 1, "--memory-budget-mb"),  # one 64x64 input (48 KB) fits, three do not
+])
+def test_pixels_and_decoded_bytes_of_a_request_are_bounded(run, data, limit, fits, flag):
+    good = files_of(sorted(data.glob("test/good/*.png"))[:3])
+    api = create_app(run, **limit)
     with TestClient(api, base_url=LOCAL) as c:
-        assert c.post("/predict", files=good[:2]).status_code == 200
+        assert c.post("/predict", files=good[:fits]).status_code == 200
         r = c.post("/predict", files=good)
-        assert r.status_code == 413 and "--max-request-mpix" in r.json()["detail"]
-        assert api.state.service.budget.held == 0
-    api.state.service.close()
-    api = create_app(run, memory_budget_mb=0.1)  # one 64x64 input (48 KB) fits, three do not
-    with TestClient(api, base_url=LOCAL) as c:
-        assert c.post("/predict", files=good[:1]).status_code == 200
-        r = c.post("/predict", files=good)
-        assert r.status_code == 413 and "--memory-budget-mb" in r.json()["detail"]
+        assert r.status_code == 413 and flag in r.json()["detail"]
         assert api.state.service.budget.held == 0
     api.state.service.close()
 
@@ -261,6 +258,8 @@ def test_the_token_comes_from_a_file_and_off_loopback_needs_one(run, tmp_path):
     assert res.exit_code == 2 and "needs a token" in res.output
     res = CliRunner().invoke(cli, ["serve", "--run", str(run), "--token-file", str(tmp_path / "none")])
     assert res.exit_code == 2 and "--token-file" in res.output
+    res = CliRunner().invoke(cli, ["serve", "--run", str(run), "--allow-origin", "line.example"])
+    assert res.exit_code == 2 and "--allow-origin" in res.output
 
 
 def test_bad_image_among_good_ones_is_refused_with_its_name(open_client, data):

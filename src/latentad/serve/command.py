@@ -38,9 +38,10 @@ def serve(
 
     def go():
         from latentad.serve.app import create_app  # first: without the `serve` extra, the line that names it
-        from latentad.serve.options import serve_token, validate_serve
+        from latentad.serve.options import serve_token, validate_origins, validate_serve
 
         secret = serve_token(token, token_file)
+        validate_origins(allow_origin or [])
         validate_serve(host, port, secret, [max_upload_mb, max_request_mb, max_pixels, max_request_mpix,
                                             memory_budget_mb])
         import uvicorn

@@ -4,6 +4,7 @@ service reachable from the network is never started without one."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from latentad.errors import ConfigError
 from latentad.serve.guard import is_loopback
@@ -23,6 +24,14 @@ def serve_token(token: str | None, token_file: Path | None) -> str | None:
     if not secret:
         raise ConfigError(f"--token-file {token_file}: the first line is empty")
     return secret
+
+
+def validate_origins(origins: list[str]) -> None:
+    """Each `--allow-origin` is scheme://host[:port], nothing else (a path would never match)."""
+    for o in origins:
+        parts = urlsplit(o)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise ConfigError(f"--allow-origin {o!r}: expected http(s)://host[:port]")
 
 
 def validate_serve(host: str, port: int, token: str | None, limits: list[float]) -> None:
