@@ -173,6 +173,20 @@ class PretrainedDetector(Detector):
         for _, feats in self.iter_features(images, progress):
             yield self.patch_grid(feats)
 
+    def sample_patches(self, train: Images, limit: int, gen: torch.Generator, progress: str) -> torch.Tensor:
+        """Every patch vector of `train` (rows of (N*g*g, sum C)), or a random share of about `limit`
+        of them drawn from `gen`: memory banks and feature caches are sized in advance, not by the data."""
+        n_images = len(train) if not isinstance(train, torch.Tensor) else int(train.shape[0])
+        gh, gw = self.grid_size(self.config.feature_stride)
+        keep = min(1.0, limit / max(1, n_images * gh * gw))
+        chunks = []
+        for g in self.patch_grids(train, progress=progress):
+            p = g.permute(0, 2, 3, 1).reshape(-1, g.shape[1])
+            if keep < 1.0:
+                p = p[(torch.rand(p.shape[0], generator=gen) < keep).to(p.device)]
+            chunks.append(p.clone())  # clone: a normal tensor (autograd can use it)
+        return torch.cat(chunks)
+
     def grid_size(self, stride: int) -> tuple[int, int]:
         """(gh, gw) of the patch grid at `stride` input pixels per patch (non-square inputs too)."""
         h, w = self.input_shape

@@ -140,17 +140,7 @@ class PatchCore(PretrainedDetector):
             raise ConfigError("patchcore: coreset_ratio must be > 0 and max_memory >= 1")
         self.seed_everything()
         gen = torch.Generator().manual_seed(cfg.seed)
-        n_images = len(train) if isinstance(train, ImageSet) else int(train.shape[0])
-        gh, gw = self.grid_size(cfg.feature_stride)
-        keep = min(1.0, cfg.max_candidates / max(1, n_images * gh * gw))
-        chunks = []
-        for g in self.patch_grids(train, progress="patchcore: features"):
-            p = g.permute(0, 2, 3, 1).reshape(-1, g.shape[1])
-            if keep < 1.0:
-                p = p[(torch.rand(p.shape[0], generator=gen) < keep).to(p.device)]
-            chunks.append(p.clone())
-        bank = torch.cat(chunks)
-        del chunks
+        bank = self.sample_patches(train, cfg.max_candidates, gen, "patchcore: features")
         self.mean, self.components = None, None
         if 0 < cfg.embed_dim < bank.shape[1] or cfg.whiten:
             self.mean, self.components = self._projection(bank)

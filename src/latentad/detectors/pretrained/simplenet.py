@@ -110,17 +110,7 @@ class SimpleNet(PretrainedDetector):
             raise ConfigError("simplenet: steps must be >= 1 and train_batch >= 2")
         self.seed_everything()
         gen = torch.Generator().manual_seed(cfg.seed)
-        n_images = len(train) if isinstance(train, ImageSet) else int(train.shape[0])
-        gh, gw = self.grid_size(cfg.feature_stride)
-        keep = min(1.0, cfg.max_cached / max(1, n_images * gh * gw))
-        chunks = []
-        for g in self.patch_grids(train, progress="simplenet: features"):
-            p = g.permute(0, 2, 3, 1).reshape(-1, g.shape[1])
-            if keep < 1.0:
-                p = p[(torch.rand(p.shape[0], generator=gen) < keep).to(p.device)]
-            chunks.append(p.clone())  # clone: a normal tensor, usable by autograd
-        cache = torch.cat(chunks)
-        del chunks
+        cache = self.sample_patches(train, cfg.max_cached, gen, "simplenet: features")
         self.feat_mean = cache.mean(0)
         self.feat_std = cache.std(0).clamp_min(1e-6)
         cache = (cache - self.feat_mean) / self.feat_std
