@@ -74,12 +74,16 @@ def fit(
     tune: Annotated[Path | None, typer.Option(help="TOML file with a tune table: candidate options chosen "
                                                    "on a validation split of the normal training images "
                                                    "with synthetic defects")] = None,
+    budget: Annotated[str | None, typer.Option(help="--method auto: time for the whole search and the final fit "
+                                                    "(600, 90s, 10m, 1h; default 10m)")] = None,
+    candidates: Annotated[str | None, typer.Option(help="--method auto: the candidates to choose among, "
+                                                        "comma-separated (default: the whole portfolio)")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file of fit's flags (key = value, e.g. method = "
                                                      "\"padim\"); flags given on the command line win")] = None,
 ) -> None:
     """Train a detector on the normal images of DATA and save it to OUT."""
     flags = {k: val for k, val in locals().items() if k != "ctx"}  # the parameters, before any other name
-    from latentad.cli_support import fit_config, required
+    from latentad.cli_support import auto_options, fit_config, method_flags, required
     from latentad.config import coerce_options
     from latentad.data.pipeline import set_decode_workers
     from latentad.detectors.base import get_method
@@ -88,9 +92,11 @@ def fit(
     def go():
         v = fit_config(ctx, config, flags)
         required(v, "method", "data", "out")
+        method_flags(v)
         run = Path(v["out"])
         set_decode_workers(v["workers"])
-        options = coerce_options(get_method(v["method"]).Config, parse_options(v["option"]))
+        options = auto_options(v) if v["method"] == "auto" else coerce_options(
+            get_method(v["method"]).Config, parse_options(v["option"]))
         if v["epochs"] is not None:
             options["epochs"] = v["epochs"]
         from latentad.tuning import read_tune_file, summary_lines
@@ -102,6 +108,12 @@ def fit(
         if tune_table is not None:
             record = json.loads((run / "tuning.json").read_text())
             typer.echo("\n".join(summary_lines(record)) + f"\ntuned: {json.dumps(record['chosen'])}")
+        if v["method"] == "auto":
+            from latentad.selection.auto import summary_lines as auto_lines
+
+            record = json.loads((run / "auto.json").read_text())
+            typer.echo("\n".join(auto_lines(record)) + f"\nauto chose {record['chosen']['name']} "
+                       f"({record['seconds']:.0f} s of {record['budget_seconds']:.0f} s)")
         typer.echo(f"fitted {v['method']} on {summary['n_train']} images in {summary['fit_seconds']:.1f} s -> {run}")
 
     run_safely(go)
@@ -133,7 +145,8 @@ def evaluate(
         result = evaluate_run(run, data, fmt, opts, eval_size=size, device=device, precision=precision)
         m = result.metrics
         if as_json:
-            typer.echo(json.dumps({k: m.get(k) for k in JSON_KEYS}))
+            extra = {"became": m["became"]} if "became" in m else {}  # an auto run: the candidate it became
+            typer.echo(json.dumps({k: m.get(k) for k in JSON_KEYS} | extra))
         else:
             shown = "  ".join(f"{k} {m[k]:.4f}" if isinstance(m.get(k), float) else f"{k} {m.get(k)}"
                               for k in JSON_KEYS if k != "at_threshold")

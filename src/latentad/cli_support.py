@@ -29,6 +29,22 @@ def parse_size(text: str | None, option: str) -> int | tuple[int, int] | None:
     return values[0] if len(values) == 1 else (values[0], values[1])
 
 
+def parse_duration(text: str | None, option: str) -> float | None:
+    """`90s`, `10m`, `1.5h` or a number of seconds -> seconds; anything else is a one-line error."""
+    if text is None:
+        return None
+    raw = text.strip().lower()
+    scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(raw[-1:], None)
+    number = raw[:-1] if scale is not None else raw
+    try:
+        value = float(number) * (scale or 1.0)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{option} {text}: expected a positive duration (600, 90s, 10m, 1h)")
+    return value
+
+
 def deprecated(old: str, new: str, value: Any, current: Any, default: Any) -> Any:
     """The value of a renamed flag: the new spelling's, or the old one's with a deprecation line."""
     if value is None:
@@ -69,6 +85,26 @@ def fit_config(ctx: typer.Context, path: Path | None, values: dict[str, Any]) ->
             raise ConfigError(f"--config {path}: {key} = {value!r} must be a {kind.__name__}")
         out[name] = value
     return out
+
+
+def auto_options(values: dict[str, Any]) -> dict[str, Any]:
+    """fit's flags for `--method auto` as AutoDetector's options; what does not apply is refused."""
+    from latentad.selection.auto import DEFAULT_BUDGET
+    from latentad.selection.portfolio import parse_candidates
+
+    for flag, key in (("--option", "option"), ("--epochs", "epochs"), ("--tune", "tune"), ("--resume", "resume")):
+        if values.get(key):
+            raise ConfigError(f"{flag}: does not apply to --method auto (each candidate keeps its own options)")
+    parse_candidates(values.get("candidates"))  # an unknown name refused before anything is read
+    budget = parse_duration(values.get("budget"), "--budget")
+    return {"budget": DEFAULT_BUDGET if budget is None else budget, "candidates": values.get("candidates")}
+
+
+def method_flags(values: dict[str, Any]) -> None:
+    """--budget and --candidates belong to --method auto only: refused elsewhere, not ignored."""
+    for flag, key in (("--budget", "budget"), ("--candidates", "candidates")):
+        if values.get(key) is not None and values.get("method") != "auto":
+            raise ConfigError(f"{flag}: applies only to --method auto")
 
 
 def required(values: dict[str, Any], *names: str) -> None:

@@ -28,3 +28,8 @@ class MissingExtraError(ConfigError):
 
 class WeightsError(DataError):
     """A built-in backbone's weight file is not the one this version was built for (its sha256 differs)."""
+
+
+class OverTime(LatentADError):
+    """Work ran past the deadline set around it (`progress.deadline`): a search stops a candidate
+    that would overrun its time budget."""

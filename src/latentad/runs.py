@@ -118,9 +118,11 @@ def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, pre
     holds = (run / "model" / "detector.json").exists()
     if holds and not (resume or force):
         raise ConfigError(f"{run}: already holds a fitted model (use --force to overwrite or another --out)")
+    if method == "auto" and resume:
+        raise ConfigError("--resume: an auto search is not resumed (run it again, with --force)")
     args = (method, data, fmt, data_options, preset, options, seed, resume, calibration_fraction, target_fpr,
             device, precision, tune)
-    if not holds or resume:
+    if (not holds or resume) and method != "auto":  # auto is staged too: a refused search leaves nothing
         return _fit_into(run, *args)
     run.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{run.name}.fit-", dir=run.parent))
@@ -135,6 +137,10 @@ def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, pre
 
 def swap_in(stage: Path, run: Path) -> None:
     """Replace the folder `run` by `stage` with two renames (the old one removed afterwards)."""
+    if not run.exists():
+        stage.rename(run)
+        io.sync_folder(run.parent)
+        return
     old = Path(tempfile.mkdtemp(prefix=f".{run.name}.old-", dir=run.parent))
     old.rmdir()
     run.rename(old)
@@ -154,6 +160,8 @@ def _fit_into(run: Path, method: str, data: str, fmt: str, data_options: dict, p
         raise ConfigError(f"--calibration-fraction {calibration_fraction}: must be in [0, 1)")
     split = open_split(data, fmt, data_options)
     fit_set, cal_set = holdout(split.train, calibration_fraction, seed)
+    if method == "auto":
+        detector.check(len(fit_set))  # too few images or too small a budget: refused before anything is written
     tuning = None
     if tune is not None:
         tuning, options = _tuned(run, method, preset, options, tune, fit_set, seed, resume, device)
@@ -181,6 +189,8 @@ def _fit_into(run: Path, method: str, data: str, fmt: str, data_options: dict, p
     t0 = time.perf_counter()
     detector.fit(fit_set)
     fit_seconds = time.perf_counter() - t0
+    if method == "auto":
+        detector = _became(run, detector, config)
     config["detector_config"] = asdict(detector.config)
     io.write_json(run / "config.json", config)
     detector.save(run / "model")
@@ -192,6 +202,15 @@ def _fit_into(run: Path, method: str, data: str, fmt: str, data_options: dict, p
                "history": getattr(detector, "history", [])}
     io.write_json(run / "fit.json", summary)
     return summary
+
+
+def _became(run: Path, auto: Detector, config: dict) -> Detector:
+    """An auto run from here on is the candidate it chose: auto.json holds the search, config.json
+    says what it became."""
+    record = auto.record  # type: ignore[attr-defined]
+    io.write_json(run / "auto.json", record)
+    config["auto"] = {"became": record["chosen"], "seconds": record["seconds"], "record": "auto.json"}
+    return auto.chosen  # type: ignore[attr-defined]
 
 
 def _tuned(run: Path, method: str, preset: str | None, options: dict, tune: dict, fit_set: ImageSet, seed: int,
@@ -237,7 +256,7 @@ def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dic
                  precision: str | None = None) -> Evaluation:
     """Evaluate a run on `data` (default: the data it was fitted on) and write metrics and report;
     pixel metrics at the detector's input size, or at `eval_size` (recorded in the metrics)."""
-    from latentad.report.figures import roc_pro_curves, save_overlay, score_histogram
+    from latentad.report.figures import auto_candidates, roc_pro_curves, save_overlay, score_histogram
     from latentad.report.html import write_report
 
     config, detector, cal = load_run(run, device, precision)
@@ -251,6 +270,8 @@ def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dic
     result.metrics["at_threshold"] = {**at_threshold(result.labels, scores, cal.image_threshold),
                                       "target_fpr": cal.target_fpr, "calibrated_on": cal.source}
     result.metrics["conditions"]["f1_max"] = "oracle: the best F1 over thresholds chosen with the test labels"
+    if config.get("method") == "auto":  # which candidate the run became, beside its own figures
+        result.metrics["became"] = config.get("auto", {}).get("became", {}).get("name")
     metrics = {**result.metrics, "threshold": cal.image_threshold,
                "per_defect": result.per_defect, "data": str(data), "method": config.get("method")}
     io.write_json(run / "metrics.json", metrics)
@@ -274,6 +295,8 @@ def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dic
                                    cal.map_low, cal.map_high)
     hist = score_histogram(run / "maps" / "score_histogram.png", scores, result.labels, cal.image_threshold)
     curves = roc_pro_curves(run / "maps" / "roc_pro.png", result.labels, scores, result.masks, maps)
+    auto = io.read_json(run / "auto.json") if (run / "auto.json").is_file() else None
+    auto_fig = auto_candidates(run / "maps" / "auto_candidates.png", auto) if auto else None
     write_report(run, config, result.metrics, result.per_defect, cal, result.paths, result.defect_types,
-                 scores, overlays, hist, curves)
+                 scores, overlays, hist, curves, auto=auto, auto_figure=auto_fig)
     return result

@@ -183,7 +183,7 @@ def train_model(
     `precision` sets autocast for the forward and loss (with loss scaling for float16)."""
     from latentad import allocator
     from latentad.devices import autocast, grad_scaler
-    from latentad.progress import enabled, make_progress
+    from latentad.progress import enabled, make_progress, tick
 
     allocator.keep_freed_blocks()
     fmt = torch.channels_last if schedule.channels_last else torch.contiguous_format
@@ -215,6 +215,7 @@ def train_model(
             count = 0
             for i, idx in enumerate(epoch_batches(images.shape[0], schedule, gen)):
                 step = epoch * steps_per_epoch + i
+                tick()
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(schedule, step, total_steps, steps_per_epoch)
                 x = augment_batch(images[idx], schedule, gen).to(device, non_blocking=True)

@@ -354,7 +354,14 @@ def get_method(name: str) -> type[Detector]:
 def create(name: str, preset: str | None = None, device: str | torch.device | None = None,
            precision: str | None = None, **overrides: Any) -> Detector:
     """Build an unfitted detector by registry name, preset and option overrides, on `device`
-    (default: the CPU; "auto" takes a GPU when torch sees one) in `precision` (default "32")."""
+    (default: the CPU; "auto" takes a GPU when torch sees one) in `precision` (default "32").
+    `create("auto", budget=SECONDS, candidates="a,b")` chooses the method on the data (`latentad.selection`)."""
+    if name == "auto":
+        from latentad.selection.auto import AutoDetector
+
+        if preset not in (None, "default"):
+            raise ConfigError(f"method auto: no presets (got --preset {preset})")
+        return AutoDetector(device=device, precision=precision, **overrides)
     det = get_method(name).from_preset(preset, **overrides)
     if device is not None or precision is not None:
         det.to(device or "cpu", precision)

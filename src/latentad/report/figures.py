@@ -93,3 +93,18 @@ def roc_pro_curves(path: Path, labels: np.ndarray, scores: np.ndarray, masks: np
         axes[1].set(xlabel="false-positive rate (normal pixels)", ylabel="per-region overlap",
                     title=f"PRO curve (to FPR {fpr_limit:g})", xlim=(0, fpr_limit), ylim=(0, 1.02))
     return save_figure(fig, path)
+
+
+def auto_candidates(path: Path, record: dict) -> Path:
+    """Each candidate's validation criterion at the last rung it reached, with its standard error over
+    folds (the bar), the chosen one in colour: why `fit --method auto` chose what it chose."""
+    rows = [r for r in record["candidates"] if r["rungs"]]
+    fig, ax = plt.subplots(figsize=(6.5, 0.4 * len(rows) + 1.2))
+    for y, r in enumerate(rows):
+        last = r["rungs"][-1]
+        chosen = r["name"] == record["chosen"]["name"]
+        ax.errorbar(last["value"], y, xerr=last["se"], fmt="o", capsize=3, color="C3" if chosen else "C0")
+    ax.set_yticks(range(len(rows)), [f"{r['name']} ({r['rungs'][-1]['images']} img)" for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("validation image AUROC (normal vs synthetic defects), mean ± s.e. over folds")
+    return save_figure(fig, path)

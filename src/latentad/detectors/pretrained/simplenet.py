@@ -33,6 +33,7 @@ from latentad.data.base import ImageSet
 from latentad.detectors.base import Images, Latents
 from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector, few_threads
 from latentad.errors import ConfigError
+from latentad.progress import tick
 
 
 @dataclass
@@ -132,6 +133,7 @@ class SimpleNet(PretrainedDetector):
         bs = min(cfg.train_batch, n)
         with torch.enable_grad(), few_threads():  # many small steps: see few_threads
             for _ in range(cfg.steps):
+                tick()
                 idx = torch.randint(n, (bs,), generator=gen).to(cache.device)  # CPU draws: same on every device
                 true = adaptor(cache[idx])
                 fake = true + torch.randn(true.shape, generator=gen).to(true.device) * cfg.noise_std

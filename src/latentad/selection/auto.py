@@ -1,0 +1,177 @@
+"""`latentad.create("auto")` / `fit --method auto`: the latent space chosen on the user's own normal
+images, then fitted like any method.
+
+`AutoDetector.fit` builds validation folds from the normal images (`selection.folds`), runs successive
+halving over the portfolio inside the budget (`selection.search`), and fits the chosen candidate on
+every image it was given. From then on it is that detector: predict, save, export, calibrate and serve
+see the chosen method (`save` writes the chosen method's files, so `load` returns it). `record` is
+what goes into RUN/auto.json: every candidate's figures with their standard errors, time spent, what
+was pruned and when, the choice and the data's traits.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from latentad.data.base import ImageSet
+from latentad.data.defects import ALL_KINDS
+from latentad.detectors.base import Detector, DetectorConfig, Images, Latents, Prediction
+from latentad.errors import ConfigError
+from latentad.selection.folds import FRACTION, MAX_HELD, cached, make_validation, min_images
+from latentad.selection.portfolio import Candidate, parse_candidates
+from latentad.selection.search import PRIOR_SECONDS_PER_IMAGE, Clock, Search, run_search, rung_sizes
+
+DEFAULT_BUDGET = 600.0
+# the synthetic-defect kinds the criterion averages over (docs/ANALYSIS.md, "Which validation ranks
+# like the real test"): chosen by leave-one-task-out regret over the development tasks, not on a run's
+# own test images
+CRITERION_KINDS: tuple[str, ...] = ALL_KINDS
+
+
+def traits(images: ImageSet) -> dict[str, Any]:
+    """What the data looks like, from the decoded normal images: count, size, colour, how alike they
+    are (mean per-pixel spread across images at 64 px: low for aligned parts, high for textures or
+    unaligned objects)."""
+    small = images.with_size(64, 3, resize="squash")
+    x = torch.stack([small[i].image for i in range(min(len(small), 64))])
+    first = images.records[0].load()[0]
+    colour = float((x.max(1).values - x.min(1).values).mean())
+    return {"n_images": len(images), "image_shape": list(first.shape[:2]),
+            "grey": bool(first.ndim == 2 or first.shape[2] == 1 or colour < 0.02),
+            "pixel_spread": round(float(x.std(0).mean()), 4), "brightness": round(float(x.mean()), 4)}
+
+
+class AutoDetector(Detector):
+    """Chooses the candidate whose latent space separates this data's validation defects best."""
+
+    name = "auto"
+    family = "auto"
+
+    def __init__(self, budget: float = DEFAULT_BUDGET, candidates: str | list[Candidate] | None = None,
+                 seed: int = 0, device: str | None = None, precision: str | None = None) -> None:
+        if not isinstance(budget, int | float) or budget <= 0:
+            raise ConfigError(f"--budget {budget!r}: must be a positive duration")
+        self.budget = float(budget)
+        self.candidates = parse_candidates(candidates) if not isinstance(candidates, list) else candidates
+        self.seed = seed
+        self.run_device, self.run_precision = device, precision
+        self.chosen: Detector | None = None
+        self.record: dict[str, Any] = {}
+        self.fitted = False
+        self.checkpoint_dir: Path | None = None
+        self.resume = False
+        self.compute_precision = precision or "32"
+
+    @property
+    def config(self) -> DetectorConfig:  # type: ignore[override]
+        """The chosen detector's config (before the choice: only the seed is known)."""
+        return self.chosen.config if self.chosen is not None else DetectorConfig(seed=self.seed)
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return self.require_chosen().device if self.chosen is not None else torch.device("cpu")
+
+    def require_chosen(self) -> Detector:
+        if self.chosen is None:
+            raise ConfigError("auto: call fit() before using the detector")
+        return self.chosen
+
+    def check(self, n_images: int) -> None:
+        """Refuse, before anything is read or written, a set too small for validation folds and a
+        budget too small for the cheapest candidate by the cost prior."""
+        need = min_images()
+        if n_images < need:
+            raise ConfigError(f"auto: {n_images} normal training images (after the calibration hold-out) are too "
+                              f"few for validation folds: at least {need} are needed")
+        cheapest = min(self.candidates, key=lambda c: c.cost)
+        held = min(MAX_HELD, round(n_images * FRACTION))
+        first = rung_sizes(n_images - held)[0]
+        images = first + held * (1 + len(CRITERION_KINDS)) + n_images + n_images  # + reading + final fit
+        estimate = PRIOR_SECONDS_PER_IMAGE * cheapest.cost * images
+        if estimate > self.budget:
+            raise ConfigError(f"--budget {self.budget:.0f}s: too small for even the cheapest candidate "
+                              f"({cheapest.name}: about {estimate:.0f}s on {n_images} images)")
+
+    def fit(self, train: ImageSet) -> AutoDetector:
+        from latentad.detectors.base import create
+        from latentad.progress import enabled, make_progress, quiet
+
+        clock = Clock(self.budget)
+        val = make_validation(cached(train, progress="auto: reading the normal images"), self.seed)
+        search = Search(self.candidates, val, CRITERION_KINDS, clock, len(train), self.seed, self.run_device)
+        show = enabled()
+        with (make_progress() if show else _Null()) as bar, quiet():
+            task = bar.add_task("auto", total=len(self.candidates) * 2, info="") if show else None
+
+            def step(c: Candidate, rung: int, size: int) -> None:
+                if show:
+                    bar.update(task, description=f"auto: {c.name} (rung {rung + 1}, {size} images)",
+                               info=f"{clock.spent():.0f}s of {clock.budget:.0f}s", advance=1)
+
+            choice = run_search(search, step)
+            if show:
+                bar.update(task, description=f"auto: fitting {choice.name} on {len(train)} images")
+            t0 = time.perf_counter()
+            det = create(choice.method, choice.preset, device=self.run_device, precision=self.run_precision,
+                         seed=self.seed, **choice.options)
+            det.fit(train)
+        final_seconds = time.perf_counter() - t0
+        self.chosen, self.fitted = det, True
+        self.record = {
+            "chosen": choice.describe(), "budget_seconds": self.budget, "seconds": round(clock.spent(), 1),
+            "final_fit_seconds": round(final_seconds, 1), "criterion":
+                f"image AUROC of held-out normal images against the same images with one synthetic defect, the "
+                f"mean over kinds {', '.join(CRITERION_KINDS)}; highest mean at the highest rung reached wins",
+            "validation": val.describe(), "traits": traits(train),
+            "candidates": [search.rows[c.name] for c in self.candidates], "seed": self.seed,
+        }
+        return self
+
+    # -- the chosen detector does the rest -------------------------------------------------------
+    def predict(self, images: Images) -> Prediction:
+        return self.require_chosen().predict(images)
+
+    def score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.require_chosen().score_batch(x)
+
+    def embed(self, images: Images) -> Latents:
+        return self.require_chosen().embed(images)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return self.require_chosen().state_tensors()
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        raise ConfigError("auto: a saved auto model loads as the method it chose (latentad.load)")
+
+    def save(self, path: str | Path) -> Path:
+        return self.require_chosen().save(path)
+
+    def to(self, device: str | torch.device | None = "auto", precision: str | None = None) -> AutoDetector:
+        self.require_chosen().to(device, precision)
+        return self
+
+
+class _Null:
+    def __enter__(self) -> _Null:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def summary_lines(record: dict[str, Any]) -> list[str]:
+    """One line per candidate (its last rung's figure ± s.e., seconds, pruned when and why), the
+    chosen one marked: what `fit --method auto` prints."""
+    lines = []
+    for row in record["candidates"]:
+        mark = "*" if row["name"] == record["chosen"]["name"] else " "
+        secs = sum(r["seconds"] for r in row["rungs"])
+        last = row["rungs"][-1] if row["rungs"] else None
+        fig = f"{last['value']:.4f} ± {last['se']:.4f} on {last['images']} images" if last else "not run"
+        why = f"; pruned at rung {row['pruned']['rung'] + 1}: {row['pruned']['why']}" if row["pruned"] else ""
+        lines.append(f"{mark} {row['name']:<18} {fig} ({secs:.0f}s){why}")
+    return lines

@@ -1,0 +1,177 @@
+"""Successive halving over the portfolio inside a time budget.
+
+Rung r fits every surviving candidate on a nested subset of the fitting images (a quarter, a half,
+all of them) and scores the validation folds; after each rung the better half goes on. Cheap
+candidates run first. Before a candidate starts, its time is estimated (its own earlier rung scaled
+to the new size, or its cost prior times what the candidates run so far took per image) and the
+candidate is skipped when that, plus the final fit of the best one so far, would overrun the budget,
+or when one rung of it alone would take more than MAX_SHARE of the budget (it would crowd out the
+rest of the search). A candidate that runs past its time is stopped (`progress.deadline`).
+Everything pruned is recorded with when and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from latentad.errors import ConfigError, OverTime
+from latentad.progress import deadline
+from latentad.selection.folds import Validation, fold_figures
+from latentad.selection.portfolio import Candidate
+
+MIN_RUNG = 16  # the smallest fitting subset a rung uses
+RUNGS = 3
+MAX_SHARE = 0.35  # no single candidate's rung may take more than this share of the whole budget
+PRIOR_SECONDS_PER_IMAGE = 0.05  # gaussian on 2 CPU cores, per image fitted or scored, before anything ran
+log = logging.getLogger("latentad")
+
+
+@dataclass
+class Clock:
+    budget: float
+    start: float = field(default_factory=time.perf_counter)
+
+    def spent(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        return self.budget - self.spent()
+
+
+def rung_sizes(n_fit: int, rungs: int = RUNGS, smallest: int = MIN_RUNG) -> list[int]:
+    sizes = [n_fit]
+    while len(sizes) < rungs and sizes[0] // 2 >= smallest:
+        sizes.insert(0, sizes[0] // 2)
+    return sizes
+
+
+@dataclass
+class Search:
+    """The state of one search: `rows[name]` holds a candidate's record (its rungs, status)."""
+
+    candidates: list[Candidate]
+    val: Validation
+    kinds: tuple[str, ...]
+    clock: Clock
+    n_final: int  # images the chosen candidate is fitted on at the end
+    seed: int = 0
+    device: str | None = None
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for c in self.candidates:
+            self.rows[c.name] = {**c.describe(), "rungs": [], "status": "waiting", "pruned": None}
+
+    # -- estimates ---------------------------------------------------------------------------
+    def n_scored(self) -> int:
+        return len(self.val.normal) * (1 + len(self.val.defective))
+
+    def unit(self) -> float:
+        """Seconds per (cost x image) measured so far (the prior before anything ran)."""
+        units = [r["seconds"] / (c.cost * (r["images"] + self.n_scored()))
+                 for c in self.candidates for r in self.rows[c.name]["rungs"]]
+        return float(np.median(units)) if units else PRIOR_SECONDS_PER_IMAGE
+
+    def estimate(self, c: Candidate, images: int, scored: int | None = None) -> float:
+        """Seconds to fit `c` on `images` and score `scored` images (default: the validation sets)."""
+        scored = self.n_scored() if scored is None else scored
+        done = self.rows[c.name]["rungs"]
+        if done:
+            last = done[-1]
+            return last["fit_seconds"] * images / last["images"] + last["score_seconds"] * scored / self.n_scored()
+        return self.unit() * c.cost * (images + scored)
+
+    def reserve(self, c: Candidate) -> float:
+        """Time kept back for the final fit of `c` on every fitting image (and its calibration)."""
+        return self.estimate(c, self.n_final, scored=max(1, self.n_final // 9))
+
+    # -- running -----------------------------------------------------------------------------
+    def run_one(self, c: Candidate, rung: int, fit_set) -> None:
+        from latentad.detectors.base import create
+
+        t0 = time.perf_counter()
+        det = create(c.method, c.preset, device=self.device, seed=self.seed, **c.options)
+        det.fit(fit_set)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            normal = det.predict(self.val.normal).image_scores
+            defective = {k: det.predict(s).image_scores for k, s in self.val.defective.items()}
+        t2 = time.perf_counter()
+        figures = fold_figures(normal, defective, self.val.groups, self.kinds)
+        self.rows[c.name]["rungs"].append({"rung": rung, "images": len(fit_set), **figures,
+                                           "fit_seconds": round(t1 - t0, 2), "score_seconds": round(t2 - t1, 2),
+                                           "seconds": round(t2 - t0, 2)})
+        self.rows[c.name]["status"] = "evaluated"
+
+    def prune(self, c: Candidate, rung: int, why: str) -> None:
+        self.rows[c.name].update(status="pruned", pruned={"rung": rung, "at_seconds": round(self.clock.spent(), 1),
+                                                           "why": why})
+
+    def best_so_far(self) -> Candidate | None:
+        done = [c for c in self.candidates if self.rows[c.name]["rungs"]]
+        if not done:
+            return None
+        top = max(len(self.rows[c.name]["rungs"]) for c in done)
+        return max((c for c in done if len(self.rows[c.name]["rungs"]) == top),
+                   key=lambda c: self.rows[c.name]["rungs"][-1]["value"])
+
+    def ranked(self, rung: int) -> list[Candidate]:
+        at = [c for c in self.candidates if len(self.rows[c.name]["rungs"]) > rung]
+        return sorted(at, key=lambda c: (-self.rows[c.name]["rungs"][rung]["value"], c.cost))
+
+
+def run_search(search: Search, on_step=None) -> Candidate:
+    """Successive halving; returns the chosen candidate (the best at the highest rung reached)."""
+    sizes = rung_sizes(len(search.val.fit))
+    order = np.random.default_rng(search.seed + 99_999).permutation(len(search.val.fit))
+    alive = list(search.candidates)
+    for rung, size in enumerate(sizes):
+        subset = search.val.fit.subset(sorted(order[:size].tolist()))
+        for c in alive:
+            if on_step is not None:
+                on_step(c, rung, size)
+            best = search.best_so_far() or c
+            need = search.estimate(c, size) + search.reserve(best if best is not c else c)
+            if search.clock.left() < need:
+                if rung == 0 and best is c:  # not even the cheapest candidate fits
+                    raise ConfigError(f"--budget {search.clock.budget:.0f}s: too small for the cheapest candidate "
+                                      f"({c.name}: about {need:.0f}s to validate and fit)")
+                search.prune(c, rung, f"budget: about {need:.0f}s needed, {search.clock.left():.0f}s left")
+                continue
+            if search.estimate(c, size) > MAX_SHARE * search.clock.budget:
+                search.prune(c, rung, f"budget: about {search.estimate(c, size):.0f}s for this rung, more than "
+                                      f"{MAX_SHARE:.0%} of the budget")
+                continue
+            allowed = search.clock.left() - search.reserve(best if best is not c else c)
+            try:
+                with deadline(allowed):
+                    search.run_one(c, rung, subset)
+            except OverTime:
+                search.prune(c, rung, f"over time: stopped after {allowed:.0f}s (about {need:.0f}s expected "
+                                      "with its final fit)")
+                continue
+            row = search.rows[c.name]["rungs"][-1]
+            log.info(f"auto: {c.name} on {size} images: {row['value']:.4f} ± {row['se']:.4f} ({row['seconds']:.0f}s)")
+        ranked = search.ranked(rung)
+        if not ranked:
+            break
+        if rung == len(sizes) - 1:
+            break
+        keep = max(2, math.ceil(len(ranked) / 2))
+        cut = search.rows[ranked[keep - 1].name]["rungs"][rung]["value"] if len(ranked) > keep else None
+        for c in ranked[keep:]:
+            row = search.rows[c.name]["rungs"][rung]
+            search.prune(c, rung, f"halving: {row['value']:.4f} ± {row['se']:.4f} below the top {keep} "
+                                  f"(cut {cut:.4f})")
+        alive = sorted(ranked[:keep], key=lambda c: c.cost)
+    chosen = search.best_so_far()
+    if chosen is None:
+        raise ConfigError(f"--budget {search.clock.budget:.0f}s: too small for the cheapest candidate")
+    return chosen
