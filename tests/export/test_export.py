@@ -39,7 +39,7 @@ def fit(method: str, data, out, *options: str):
     args = ["fit", "--method", method, "--data", str(data), "--out", str(out), "-o", f"image_size={SIZE}"]
     for o in options:
         args += ["-o", o]
-    if get_method(method).family != "pretrained":
+    if get_method(method).family not in ("pretrained", "ensemble"):
         args += ["--epochs", "1", "-o", "augment_to=8"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output

@@ -200,3 +200,30 @@ def test_create_auto_is_one_detector_that_saves_as_its_choice(tmp_path):
     loaded = latentad.load(det.save(tmp_path / "m"))
     assert loaded.name == det.record["chosen"]["method"]
     assert np.allclose(loaded.predict(split.test).image_scores, pred.image_scores)
+
+
+def test_a_fusion_is_kept_only_when_it_beats_the_best_single_candidate_by_more_than_the_fold_noise():
+    from latentad.selection.fusion import consider
+
+    train = make_synthetic(n_train=120, size=16).train
+    val = make_validation(train, seed=0)
+    kinds = tuple(val.defective)
+    cands = [Candidate("a", "gaussian"), Candidate("b", "ssl_gaussian", {"epochs": 1})]
+    s = Search(cands, val, kinds, Clock(1e6), len(train))
+    rng = np.random.default_rng(0)
+    n = len(val.normal)
+
+    def scores(sees):  # a candidate that separates only the kinds it `sees`
+        normal = rng.normal(size=n)
+        return normal, {k: rng.normal(size=n) + (4.0 if k in sees else 0.0) for k in kinds}
+
+    for c, sees in zip(cands, (kinds[:3], kinds[3:]), strict=True):
+        s.raw[c.name] = scores(sees)
+        s.rows[c.name]["rungs"].append({"images": 10, **fold_figures(*s.raw[c.name], val.groups, kinds)})
+    best = max(cands, key=lambda c: s.rows[c.name]["rungs"][-1]["value"])
+    fusion = consider(s, best)
+    assert fusion["kept"] and set(fusion["members"]) == {"a", "b"} and fusion["value"] > 0.9
+    s.raw["b"] = (s.raw["b"][0], {k: rng.normal(size=n) for k in kinds})  # b adds nothing: no fusion
+    s.rows["b"]["rungs"][-1] = {"images": 10, **fold_figures(*s.raw["b"], val.groups, kinds)}
+    fusion = consider(s, cands[0])
+    assert not fusion["kept"] and "no gain" in fusion["why"]

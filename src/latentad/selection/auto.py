@@ -22,7 +22,8 @@ from latentad.data.defects import ALL_KINDS
 from latentad.detectors.base import Detector, DetectorConfig, Images, Latents, Prediction
 from latentad.errors import ConfigError
 from latentad.selection.folds import FRACTION, MAX_HELD, cached, make_validation, min_images
-from latentad.selection.portfolio import Candidate, parse_candidates
+from latentad.selection.fusion import consider
+from latentad.selection.portfolio import Candidate, by_name, parse_candidates
 from latentad.selection.search import PRIOR_SECONDS_PER_IMAGE, Clock, Search, run_search, rung_sizes
 
 DEFAULT_BUDGET = 600.0
@@ -113,16 +114,22 @@ class AutoDetector(Detector):
                                info=f"{clock.spent():.0f}s of {clock.budget:.0f}s", advance=1)
 
             choice = run_search(search, step)
+            fusion = consider(search, choice)
+            if fusion["kept"] and clock.left() < sum(search.reserve(by_name()[m]) for m in fusion["members"]):
+                fusion.update(kept=False, why=fusion["why"] + "; but no time is left for two final fits")
+            spec = _final(choice, fusion)
             if show:
-                bar.update(task, description=f"auto: fitting {choice.name} on {len(train)} images")
+                bar.update(task, description=f"auto: fitting {spec['name']} on {len(train)} images")
             t0 = time.perf_counter()
-            det = create(choice.method, choice.preset, device=self.run_device, precision=self.run_precision,
-                         seed=self.seed, **choice.options)
+            det = create(spec["method"], spec["preset"], device=self.run_device, precision=self.run_precision,
+                         seed=self.seed, **spec["options"])
             det.fit(train)
         final_seconds = time.perf_counter() - t0
         self.chosen, self.fitted = det, True
         self.record = {
-            "chosen": choice.describe(), "budget_seconds": self.budget, "seconds": round(clock.spent(), 1),
+            "chosen": {k: v for k, v in spec.items() if k != "preset"} | {"preset": spec["preset"] or "default"},
+            "best_single": choice.name, "ensemble": fusion,
+            "budget_seconds": self.budget, "seconds": round(clock.spent(), 1),
             "final_fit_seconds": round(final_seconds, 1), "criterion":
                 f"image AUROC of held-out normal images against the same images with one synthetic defect, the "
                 f"mean over kinds {', '.join(CRITERION_KINDS)}; highest mean at the highest rung reached wins",
@@ -155,6 +162,16 @@ class AutoDetector(Detector):
         return self
 
 
+def _final(choice: Candidate, fusion: dict[str, Any]) -> dict[str, Any]:
+    """What is fitted at the end: the best candidate, or the ensemble of two when the fusion was kept."""
+    if not fusion["kept"]:
+        return {**choice.describe(), "preset": choice.preset}
+    options = {"members": tuple(fusion["members"]), "weights": tuple(fusion["weights"]),
+               "image_size": fusion["image_size"]}
+    return {"name": "ensemble(" + "+".join(fusion["members"]) + ")", "method": "ensemble", "preset": None,
+            "options": options, "family": "ensemble"}
+
+
 class _Null:
     def __enter__(self) -> _Null:
         return self
@@ -174,4 +191,11 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
         fig = f"{last['value']:.4f} ± {last['se']:.4f} on {last['images']} images" if last else "not run"
         why = f"; pruned at rung {row['pruned']['rung'] + 1}: {row['pruned']['why']}" if row["pruned"] else ""
         lines.append(f"{mark} {row['name']:<18} {fig} ({secs:.0f}s){why}")
+    fusion = record.get("ensemble", {})
+    if "members" in fusion and "value" in fusion:
+        mark = "*" if fusion["kept"] else " "
+        lines.append(f"{mark} {'+'.join(fusion['members']):<18} fusion {fusion['value']:.4f} ± {fusion['se']:.4f} "
+                     f"(weights {fusion['weights'][0]:.2f}/{fusion['weights'][1]:.2f}): {fusion['why']}")
+    elif fusion:
+        lines.append(f"  (no ensemble: {fusion['why']})")
     return lines

@@ -64,6 +64,7 @@ class Search:
     seed: int = 0
     device: str | None = None
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    raw: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = field(default_factory=dict)  # last rung's scores
 
     def __post_init__(self) -> None:
         for c in self.candidates:
@@ -105,6 +106,7 @@ class Search:
             defective = {k: det.predict(s).image_scores for k, s in self.val.defective.items()}
         t2 = time.perf_counter()
         figures = fold_figures(normal, defective, self.val.groups, self.kinds)
+        self.raw[c.name] = (normal, defective)
         self.rows[c.name]["rungs"].append({"rung": rung, "images": len(fit_set), **figures,
                                            "fit_seconds": round(t1 - t0, 2), "score_seconds": round(t2 - t1, 2),
                                            "seconds": round(t2 - t0, 2)})
@@ -170,7 +172,13 @@ def run_search(search: Search, on_step=None) -> Candidate:
             row = search.rows[c.name]["rungs"][rung]
             search.prune(c, rung, f"halving: {row['value']:.4f} ± {row['se']:.4f} below the top {keep} "
                                   f"(cut {cut:.4f})")
-        alive = sorted(ranked[:keep], key=lambda c: c.cost)
+        alive = ranked[:keep]
+        if len({c.family for c in alive}) == 1:  # keep a fusion across families possible (`selection.fusion`)
+            other = next((c for c in ranked[keep:] if c.family != alive[0].family), None)
+            if other is not None:
+                alive.append(other)
+                search.rows[other.name].update(status="evaluated", pruned=None)
+        alive = sorted(alive, key=lambda c: c.cost)
     chosen = search.best_so_far()
     if chosen is None:
         raise ConfigError(f"--budget {search.clock.budget:.0f}s: too small for the cheapest candidate")
