@@ -4,9 +4,10 @@ For each task (bottle, magnetic tile, ELPV mono and poly, the ten MNIST one-vs-r
 candidate of the portfolio is fitted once on the validation's fitting part (the normal training images
 less the calibration hold-out and the validation hold-out, exactly as `fit --method auto` builds them)
 and scored twice: on the validation folds (held-out normal images and the same images with one
-synthetic defect of each kind; raw scores kept, so any criterion can be recomputed) and on the task's
-test split (image AUROC). One JSON line per (task, candidate) goes to `--out`; a rerun skips what is
-there. `benchmarks/auto_study_table.py` turns the lines into the leave-one-task-out table.
+synthetic defect of each kind) and on the task's test split (image AUROC). Raw scores are kept, so
+any criterion, and any fusion of two candidates, can be recomputed. One JSON line per (task,
+candidate) goes to `--out`; a rerun skips what is there. `benchmarks/auto_study_table.py` turns the
+lines into the leave-one-task-out table.
 
 Sized for 2 CPU cores: magnetic tile's training images are capped at 300 and the MNIST tasks at 100
 training images, 100 test normals and 400 test anomalies (seeded draws; stated in the output). The
@@ -84,7 +85,9 @@ def run_task(name: str, out: Path, done: set, seed: int) -> None:
                "n_fit": len(val.fit), "n_held": len(val.normal), "groups": val.groups.tolist(),
                "normal": scores(det, val.normal),
                "defective": {k: scores(det, s) for k, s in val.defective.items()}}
-        row["test_image_auroc"] = float(image_auroc(test_labels, np.array(scores(det, test))))
+        row["test_scores"] = scores(det, test)  # kept, so that fusions can be scored afterwards
+        row["test_labels"] = test_labels.tolist()
+        row["test_image_auroc"] = float(image_auroc(test_labels, np.array(row["test_scores"])))
         row["seconds"] = round(time.perf_counter() - t0, 1)
         with out.open("a") as fh:
             fh.write(json.dumps(row) + "\n")

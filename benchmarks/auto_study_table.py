@@ -3,7 +3,8 @@
 A procedure here is the criterion auto ranks candidates by: the image AUROC of held-out normal images
 against the same images with synthetic defects, averaged over folds and over a subset of the defect
 kinds. For each task, the subset is chosen on the other tasks only (lowest mean regret there; ties:
-more kinds), then applied to the task: its regret (the best candidate's test image AUROC, known only
+more kinds), as is the rule (the best mean, or the cheapest candidate within one standard error of
+it), then applied to the task: its regret (the best candidate's test image AUROC, known only
 afterwards, minus the chosen one's) is what a new data set would see. Also printed: each task's
 Spearman correlation between the all-kinds criterion and the test AUROC over candidates, and each
 kind's mean Spearman over tasks.
@@ -22,9 +23,12 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
+from latentad.selection.folds import fold_figures
+from latentad.selection.fusion import fuse
 from latentad.selection.portfolio import PORTFOLIO
 
 ORDER = {c.name: i for i, c in enumerate(PORTFOLIO)}
+FAMILY = {c.name: c.family for c in PORTFOLIO}
 
 
 def fold_aurocs(row: dict) -> dict[str, np.ndarray]:
@@ -43,6 +47,11 @@ def criterion(per_kind: dict[str, np.ndarray], kinds: tuple[str, ...]) -> float:
     return float(np.mean([per_kind[k] for k in kinds]))
 
 
+def se(per_kind: dict[str, np.ndarray], kinds: tuple[str, ...]) -> float:
+    folds = np.mean([per_kind[k] for k in kinds], axis=0)
+    return float(folds.std(ddof=1) / np.sqrt(len(folds)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("jsonl")
@@ -50,16 +59,22 @@ def main() -> None:
     rows = [json.loads(line) for line in open(args.jsonl) if line.strip()]
     tasks: dict[str, dict[str, dict]] = defaultdict(dict)
     for r in rows:
-        tasks[r["task"]][r["candidate"]] = {"test": r["test_image_auroc"], "folds": fold_aurocs(r)}
+        tasks[r["task"]][r["candidate"]] = {"test": r["test_image_auroc"], "folds": fold_aurocs(r), "row": r}
     names = sorted(tasks)
     kinds = tuple(next(iter(next(iter(tasks.values())).values()))["folds"])
-    variants = [v for n in range(len(kinds), 0, -1) for v in itertools.combinations(kinds, n)]
+    subsets = [v for n in range(len(kinds), 0, -1) for v in itertools.combinations(kinds, n)]
+    variants = [(v, rule) for v in subsets for rule in ("best", "one_se")]  # one_se: the cheapest within 1 s.e.
 
-    def choose(task: str, v: tuple[str, ...]) -> str:
+    def choose(task: str, variant: tuple) -> str:
+        v, rule = variant
         cands = tasks[task]
-        return max(cands, key=lambda c: (criterion(cands[c]["folds"], v), -ORDER[c]))
+        best = max(cands, key=lambda c: (criterion(cands[c]["folds"], v), -ORDER[c]))
+        if rule == "best":
+            return best
+        floor = criterion(cands[best]["folds"], v) - se(cands[best]["folds"], v)
+        return min((c for c in cands if criterion(cands[c]["folds"], v) >= floor), key=lambda c: ORDER[c])
 
-    def regret(task: str, v: tuple[str, ...]) -> float:
+    def regret(task: str, v: tuple) -> float:
         cands = tasks[task]
         return max(c["test"] for c in cands.values()) - cands[choose(task, v)]["test"]
 
@@ -69,22 +84,57 @@ def main() -> None:
     regrets = []
     for t in names:
         others = [o for o in names if o != t]
-        best_v = min(variants, key=lambda v: (np.mean([regret(o, v) for o in others]), -len(v)))
+        best_v = min(variants, key=lambda v: (np.mean([regret(o, v) for o in others]), -len(v[0]), v[1]))
         cands = tasks[t]
         chosen, oracle = choose(t, best_v), max(cands, key=lambda c: cands[c]["test"])
         rho = spearmanr([criterion(cands[c]["folds"], kinds) for c in cands], [cands[c]["test"] for c in cands])[0]
         r = regret(t, best_v)
         regrets.append(r)
         print(f"| {t} | {chosen} | {cands[chosen]['test']:.4f} | {oracle} | {cands[oracle]['test']:.4f} | {r:.4f} "
-              f"| {rho:.2f} | {'+'.join(best_v)} |")
+              f"| {rho:.2f} | {'+'.join(best_v[0])}, {best_v[1]} |")
     print(f"\nmean LOO regret {np.mean(regrets):.4f}, max {np.max(regrets):.4f} over {len(names)} tasks")
-    all_regret = [regret(t, kinds) for t in names]
+    all_regret = [regret(t, (kinds, "best")) for t in names]
     print(f"all kinds, in-sample: mean regret {np.mean(all_regret):.4f}, max {np.max(all_regret):.4f}")
     for k in kinds:
         rhos = [spearmanr([tasks[t][c]["folds"][k].mean() for c in tasks[t]],
                           [tasks[t][c]["test"] for c in tasks[t]])[0] for t in names]
-        alone = np.mean([regret(t, (k,)) for t in names])
+        alone = np.mean([regret(t, ((k,), "best")) for t in names])
         print(f"kind {k}: mean Spearman {np.nanmean(rhos):.2f}, mean regret alone {alone:.4f}")
+    fusion_table(tasks, names, kinds, lambda t: choose(t, (kinds, "best")))
+
+
+def fusion_table(tasks: dict, names: list[str], kinds: tuple[str, ...], choose) -> None:
+    """What the shipped fusion rule (`selection.fusion.fuse`) would do on each task with test scores:
+    the best candidate and the best of another family, fused when the validation gain exceeds the fold
+    noise; the fusion's test AUROC from the stored test scores, standardised as the ensemble does."""
+    print("\n| task | best single (val) | partner | fusion kept | test: single / fusion / oracle single |")
+    print("|---|---|---|---|---|")
+    deltas = []
+    for t in names:
+        cands = tasks[t]
+        best = choose(t)
+        if "test_scores" not in cands[best]["row"]:
+            continue
+        fam = {c: FAMILY.get(c, "pretrained") for c in cands}
+        others = sorted((c for c in cands if fam[c] != fam[best]),
+                        key=lambda c: -criterion(cands[c]["folds"], kinds))
+        if not others:
+            continue
+        ra, rb = cands[best]["row"], cands[others[0]]["row"]
+        raw = [(np.array(r["normal"]), {k: np.array(v) for k, v in r["defective"].items()}) for r in (ra, rb)]
+        single = fold_figures(*raw[0], np.array(ra["groups"]), kinds)
+        out = fuse(raw[0], raw[1], np.array(ra["groups"]), kinds, single)
+        w = out["weights"][0]
+        za = (np.array(ra["test_scores"]) - raw[0][0].mean()) / (raw[0][0].std() + 1e-12)
+        zb = (np.array(rb["test_scores"]) - raw[1][0].mean()) / (raw[1][0].std() + 1e-12)
+        fused = roc_auc_score(ra["test_labels"], w * za + (1 - w) * zb)
+        oracle = max(c["test"] for c in cands.values())
+        used = fused if out["kept"] else cands[best]["test"]
+        deltas.append(used - cands[best]["test"])
+        print(f"| {t} | {best} | {others[0]} | {'yes' if out['kept'] else 'no'} (w {w:.2f}) | "
+              f"{cands[best]['test']:.4f} / {fused:.4f} / {oracle:.4f} |")
+    if deltas:
+        print(f"\nfusion rule: mean test change {np.mean(deltas):+.4f} over {len(deltas)} tasks")
 
 
 if __name__ == "__main__":

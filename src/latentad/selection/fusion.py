@@ -21,6 +21,15 @@ def _z(scores: np.ndarray, normal: np.ndarray) -> np.ndarray:
     return (scores - normal.mean()) / (normal.std() + 1e-12)
 
 
+def _input_size(c: Candidate) -> Any:
+    """A candidate's input size from its config alone (no model is built)."""
+    from latentad.detectors.base import get_method, replace_config
+
+    cls = get_method(c.method)
+    values = {**(cls.presets.get(c.preset, {}) if c.preset else {}), **c.options}
+    return replace_config(cls.Config(), values, cls.name).image_size
+
+
 def partner(search: Search, best: Candidate) -> Candidate | None:
     """The best candidate of another family evaluated at the same (last) rung as `best`."""
     rung = len(search.rows[best.name]["rungs"]) - 1
@@ -33,23 +42,29 @@ def consider(search: Search, best: Candidate) -> dict[str, Any]:
     other = partner(search, best)
     if other is None:
         return {"kept": False, "why": "no candidate of another family reached the last rung"}
-    from latentad.detectors.base import create
-
-    sizes = {create(c.method, c.preset, **c.options).config.image_size for c in (best, other)}
+    sizes = {_input_size(c) for c in (best, other)}
     if len(sizes) > 1:
         return {"kept": False, "members": [best.name, other.name], "why": "the members' input sizes differ"}
-    (na, da), (nb, db) = search.raw[best.name], search.raw[other.name]
     single = search.rows[best.name]["rungs"][-1]
+    out = fuse(search.raw[best.name], search.raw[other.name], search.val.groups, search.kinds, single)
+    out["why"] = f"{best.name} + {other.name}: " + out["why"]
+    return {"members": [best.name, other.name], **out, "image_size": sizes.pop()}
+
+
+def fuse(a: tuple[np.ndarray, dict[str, np.ndarray]], b: tuple[np.ndarray, dict[str, np.ndarray]],
+         groups: np.ndarray, kinds: tuple[str, ...], single: dict[str, Any]) -> dict[str, Any]:
+    """The fusion of two candidates' validation scores ((normal, {kind: defective}) each): the weight
+    of `a` fitted on the folds, its figures, and whether it beats `single` (a's figures) by more than
+    a's standard error."""
+    (na, da), (nb, db) = a, b
     tried = []
     for w in WEIGHTS:
         fused = {k: w * _z(da[k], na) + (1 - w) * _z(db[k], nb) for k in da}
-        fig = fold_figures(w * _z(na, na) + (1 - w) * _z(nb, nb), fused, search.val.groups, search.kinds)
+        fig = fold_figures(w * _z(na, na) + (1 - w) * _z(nb, nb), fused, groups, kinds)
         tried.append({"weight": w, **fig})
     top = max(tried, key=lambda t: t["value"])
-    gain = top["value"] - single["value"]
-    kept = gain > single["se"]
-    why = (f"fusion {top['value']:.4f} ± {top['se']:.4f} against {best.name} {single['value']:.4f} ± "
-           f"{single['se']:.4f}: {'a gain above' if kept else 'no gain above'} the fold noise")
-    return {"kept": kept, "members": [best.name, other.name], "weights": [top["weight"], 1 - top["weight"]],
-            "value": top["value"], "se": top["se"], "tried": tried, "why": why,
-            "image_size": sizes.pop()}
+    kept = top["value"] - single["value"] > single["se"]
+    why = (f"fusion {top['value']:.4f} ± {top['se']:.4f} against {single['value']:.4f} ± {single['se']:.4f} alone: "
+           f"{'a gain above' if kept else 'no gain above'} the fold noise")
+    return {"kept": kept, "weights": [top["weight"], 1 - top["weight"]], "value": top["value"], "se": top["se"],
+            "tried": tried, "why": why}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,13 +99,18 @@ class Search:
         from latentad.detectors.base import create
 
         t0 = time.perf_counter()
-        det = create(c.method, c.preset, device=self.device, seed=self.seed, **c.options)
-        det.fit(fit_set)
-        t1 = time.perf_counter()
-        with torch.inference_mode():
-            normal = det.predict(self.val.normal).image_scores
-            defective = {k: det.predict(s).image_scores for k, s in self.val.defective.items()}
+        with warnings.catch_warnings(record=True) as caught:  # recorded with the candidate, not shown
+            warnings.simplefilter("always")
+            det = create(c.method, c.preset, device=self.device, seed=self.seed, **c.options)
+            det.fit(fit_set)
+            t1 = time.perf_counter()
+            with torch.inference_mode():
+                normal = det.predict(self.val.normal).image_scores
+                defective = {k: det.predict(s).image_scores for k, s in self.val.defective.items()}
         t2 = time.perf_counter()
+        said = sorted({str(w.message).split(";")[0] for w in caught})
+        if said:
+            self.rows[c.name]["warnings"] = said
         figures = fold_figures(normal, defective, self.val.groups, self.kinds)
         self.raw[c.name] = (normal, defective)
         self.rows[c.name]["rungs"].append({"rung": rung, "images": len(fit_set), **figures,
