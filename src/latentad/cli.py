@@ -74,6 +74,8 @@ def fit(
     tune: Annotated[Path | None, typer.Option(help="TOML file with a tune table: candidate options chosen "
                                                    "on a validation split of the normal training images "
                                                    "with synthetic defects")] = None,
+    shots: Annotated[int | None, typer.Option(help="few-shot: fit on K normal training images drawn by the seed "
+                                                   "(the rest are not read)")] = None,
     budget: Annotated[str | None, typer.Option(help="--method auto: time for the whole search and the final fit "
                                                     "(600, 90s, 10m, 1h; default 10m)")] = None,
     candidates: Annotated[str | None, typer.Option(help="--method auto: the candidates to choose among, "
@@ -104,7 +106,7 @@ def fit(
         tune_table = read_tune_file(Path(v["tune"])) if v["tune"] is not None else None
         summary = fit_run(run, v["method"], v["data"], v["fmt"], parse_options(v["data_option"]), v["preset"],
                           options, v["seed"], v["resume"], v["force"], v["calibration_fraction"], v["target_fpr"],
-                          v["device"], v["precision"], tune=tune_table)
+                          v["device"], v["precision"], tune=tune_table, shots=v["shots"])
         if tune_table is not None:
             record = json.loads((run / "tuning.json").read_text())
             typer.echo("\n".join(summary_lines(record)) + f"\ntuned: {json.dumps(record['chosen'])}")

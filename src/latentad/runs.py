@@ -106,7 +106,7 @@ def calibrate_run(detector: Detector, fit_set: ImageSet, cal_set: ImageSet | Non
 def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, preset: str | None,
             options: dict, seed: int, resume: bool, force: bool, calibration_fraction: float,
             target_fpr: float | None, device: str | None = None, precision: str | None = None,
-            tune: dict | None = None) -> dict:
+            tune: dict | None = None, shots: int | None = None) -> dict:
     """Train `method` on `data` and write the run folder; returns the fit summary. `device` and
     `precision` are where it trains (recorded in config.json, not part of the saved model). `tune`
     (a `tuning.TuneSpec` table) first chooses among candidate options on a validation split of the
@@ -121,7 +121,7 @@ def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, pre
     if method == "auto" and resume:
         raise ConfigError("--resume: an auto search is not resumed (run it again, with --force)")
     args = (method, data, fmt, data_options, preset, options, seed, resume, calibration_fraction, target_fpr,
-            device, precision, tune)
+            device, precision, tune, shots)
     if (not holds or resume) and method != "auto":  # auto is staged too: a refused search leaves nothing
         return _fit_into(run, *args)
     run.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +133,20 @@ def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, pre
         raise
     swap_in(stage, run)
     return summary
+
+
+def few_shot(train: ImageSet, shots: int | None, seed: int, data: str) -> tuple[ImageSet, list[str]]:
+    """`shots` normal training images drawn by the seed (each seed its own draw), and their paths;
+    all of them when `shots` is None."""
+    if shots is None:
+        return train, []
+    if shots < 1:
+        raise ConfigError(f"--shots {shots}: must be at least 1")
+    if shots > len(train):
+        raise ConfigError(f"--shots {shots}: {data} has only {len(train)} normal training images")
+    idx = sorted(np.random.default_rng([seed, 424_242]).choice(len(train), shots, replace=False).tolist())
+    picked = train.subset(idx)
+    return picked, [r.path for r in picked.records]
 
 
 def swap_in(stage: Path, run: Path) -> None:
@@ -151,7 +165,7 @@ def swap_in(stage: Path, run: Path) -> None:
 
 def _fit_into(run: Path, method: str, data: str, fmt: str, data_options: dict, preset: str | None,
               options: dict, seed: int, resume: bool, calibration_fraction: float, target_fpr: float | None,
-              device: str | None, precision: str | None, tune: dict | None) -> dict:
+              device: str | None, precision: str | None, tune: dict | None, shots: int | None) -> dict:
     detector = create(method, preset, device=device, precision=precision, seed=seed, **options)  # refused early
     detector.set_checkpointing(run / "checkpoints", resume=resume)  # so is a resume with another schedule
     if target_fpr is not None and not 0.0 < target_fpr < 1.0:
@@ -159,7 +173,8 @@ def _fit_into(run: Path, method: str, data: str, fmt: str, data_options: dict, p
     if not 0.0 <= calibration_fraction < 1.0:
         raise ConfigError(f"--calibration-fraction {calibration_fraction}: must be in [0, 1)")
     split = open_split(data, fmt, data_options)
-    fit_set, cal_set = holdout(split.train, calibration_fraction, seed)
+    train, drawn = few_shot(split.train, shots, seed, data)
+    fit_set, cal_set = holdout(train, calibration_fraction, seed)
     if method == "auto":
         detector.check(len(fit_set))  # too few images or too small a budget: refused before anything is written
     tuning = None
@@ -174,6 +189,7 @@ def _fit_into(run: Path, method: str, data: str, fmt: str, data_options: dict, p
                         "n_fit": len(fit_set), "n_calibration": len(cal_set) if cal_set else 0},
         "detector_config": asdict(detector.config),
         **({"tuning": tuning} if tuning is not None else {}),
+        **({"shots": {"k": shots, "seed": seed, "drawn": drawn}} if shots is not None else {}),
         "command": " ".join(["latentad", *sys.argv[1:]]),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "versions": {"latentad": __version__, "torch": torch.__version__, "python": platform.python_version()},

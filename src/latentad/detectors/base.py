@@ -328,6 +328,7 @@ METHODS: dict[str, str] = {
     "ssl_gaussian": "latentad.detectors.selfsupervised.ssl_gaussian:SSLGaussian",
     "cutpaste": "latentad.detectors.selfsupervised.cutpaste:CutPaste",
     "dsvdd": "latentad.detectors.selfsupervised.dsvdd:DSVDD",
+    "dino_knn": "latentad.detectors.selfsupervised.dino_knn:DinoKNN",
     "ensemble": "latentad.detectors.ensemble:Ensemble",
 }
 
