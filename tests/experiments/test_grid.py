@@ -148,3 +148,27 @@ def test_paper_table1_shows_vevae_as_published_only_and_vae_l2_under_its_own_nam
     assert bottle[cols.index("VEVAE (published only)")] == "0.87"  # the published figure alone
     assert bottle[cols.index("VAE L2 (ours, no published figure)")] == "0.700"  # ours alone
     assert bottle[cols.index("AE SSIM (ours / published)")] == "0.800 / 0.93"
+
+
+def test_a_few_shot_grid_draws_k_images_per_seed_and_draws_the_curve(tmp_path):
+    make_synthetic(tmp_path / "data" / "syn", n_train=12, n_test_good=4, n_test_defect=4, size=32)
+    text = f"""[benchmark]
+seeds = [0, 1]
+shots = [2, 4]
+[[data]]
+root = "{tmp_path / "data"}"
+categories = "*"
+[[method]]
+name = "padim"
+options = {{image_size = 32}}
+"""
+    out = tmp_path / "out"
+    got = run_grid(parse_spec(text), out, say=lambda _: None)
+    assert [(r["label"], r["shots"], r["seed"]) for r in got] == [
+        ("padim-k2", 2, 0), ("padim-k2", 2, 1), ("padim-k4", 4, 0), ("padim-k4", 4, 1)]
+    assert all(r["status"] == "done" for r in got)
+    config = json.loads((out / "runs" / "syn" / "padim-k2" / "seed1" / "config.json").read_text())
+    assert config["shots"]["k"] == 2 and config["shots"]["seed"] == 1
+    assert (out / "shots_curve.png").is_file() and "shots_curve.png" in (out / "tables.md").read_text()
+    with pytest.raises(Exception, match="shots = \\[0\\] must be a list of distinct integers >= 1"):
+        parse_spec(text.replace("shots = [2, 4]", "shots = [0]"))

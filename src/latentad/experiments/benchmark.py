@@ -79,7 +79,13 @@ def run_grid(
     write_results_csv(out / "results.csv", rows)
     tests = paired_tests(out, cells, rows)
     io.write_json(out / "tests.json", tests)
-    io.write_text(out / "tables.md", tables_markdown(rows, tests, f"latentad benchmark: {spec.source}"))
+    tables = tables_markdown(rows, tests, f"latentad benchmark: {spec.source}")
+    if spec.shots:
+        from latentad.experiments.shots import shots_curve
+
+        figure = shots_curve(out / "shots_curve.png", rows)
+        tables += f"\n![image and pixel AUROC against the number of normal images K]({figure.name})\n"
+    io.write_text(out / "tables.md", tables)
     if paper and paper != "families":
         io.write_text(out / "paper_table.md", paper_layout(paper, rows))
     say(f"benchmark: {len(rows)} cells in {time.perf_counter() - t0:.0f} s -> {out / 'tables.md'}")

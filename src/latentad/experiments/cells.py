@@ -24,6 +24,7 @@ ROW_KEYS = [
     "method",
     "preset",
     "seed",
+    "shots",
     "status",
     "image_auroc",
     "pixel_auroc",
@@ -75,6 +76,7 @@ def _row(cell: dict[str, Any], status: str, **values: Any) -> dict[str, Any]:
         method=cell["method"]["name"],
         preset=cell["method"]["preset"] or "default",
         seed=cell["seed"],
+        shots=cell.get("shots"),
         status=status,
         eval_size=cell["eval_size"],
     )
@@ -93,7 +95,8 @@ def _fit_and_evaluate(cell: dict[str, Any], run: Path, resume: bool, device: str
         t0 = time.perf_counter()
         fit_run(run, m["name"], d["path"], d["format"], dict(d["options"]), m["preset"], dict(m["options"]),
                 cell["seed"], resume, True, cell["calibration_fraction"], cell["target_fpr"], device,
-                tune=None if m.get("tune") is None else {**m["tune"], **(d.get("tune") or {})})
+                tune=None if m.get("tune") is None else {**m["tune"], **(d.get("tune") or {})},
+                shots=cell.get("shots"))
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         metrics = evaluate_run(run, None, None, None, eval_size=cell["eval_size"], device=device).metrics

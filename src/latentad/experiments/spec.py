@@ -5,6 +5,8 @@ methods x seeds. Every mistake is refused before any cell runs, in one line nami
     seeds = [0, 1, 2]
     eval_size = 256                  # optional: the common resolution of pixel metrics
     calibration_fraction = 0.1       # optional, as fit's --calibration-fraction
+    shots = [1, 2, 4, 8, 16]         # optional: a few-shot grid, each method fitted on K normal images
+                                     # drawn by each seed (fit's --shots); rows labelled <label>-k<K>
     target_fpr = 0.01                # optional, as fit's --target-fpr
     [[data]]
     name = "bottle"
@@ -34,7 +36,7 @@ from typing import Any
 
 from latentad.errors import ConfigError
 
-BENCHMARK_KEYS = {"seeds", "eval_size", "calibration_fraction", "target_fpr"}
+BENCHMARK_KEYS = {"seeds", "eval_size", "calibration_fraction", "target_fpr", "shots"}
 DATA_KEYS = {"name", "path", "root", "categories", "format", "options", "tune"}
 DATA_TUNE_KEYS = {"criterion", "fraction", "kinds", "folds", "rule"}  # a tune table's keys but candidates
 METHOD_KEYS = {"name", "preset", "options", "label", "tune"}
@@ -67,20 +69,24 @@ class Spec:
     calibration_fraction: float = 0.1
     target_fpr: float = 0.01
     source: str = "spec"
+    shots: list[int] | None = None
 
     def cells(self) -> list[dict[str, Any]]:
-        """Every (data, method, seed) cell as a plain dict (what a worker process receives)."""
+        """Every (data, method, [shots,] seed) cell as a plain dict (what a worker process receives);
+        a few-shot cell carries `shots` and its method's label ends in -k<K>."""
         return [
             {
                 "data": _without_none_tune(asdict(d)),
-                "method": _method_dict(m),
+                "method": _method_dict(m) if k is None else {**_method_dict(m), "label": f"{m.label}-k{k}"},
                 "seed": s,
                 "eval_size": self.eval_size,
                 "calibration_fraction": self.calibration_fraction,
                 "target_fpr": self.target_fpr,
+                **({"shots": k} if k is not None else {}),
             }
             for d in self.data
             for m in self.methods
+            for k in (self.shots or [None])
             for s in self.seeds
         ]
 
@@ -237,6 +243,10 @@ def parse_spec(text: str, source: str = "spec", base: Path | None = None) -> Spe
     fpr = _typed("[benchmark]", "target_fpr", bench.get("target_fpr", 0.01), (int, float), "a number in (0, 1)")
     if not 0 <= frac < 1 or not 0 < fpr < 1:
         raise ConfigError("[benchmark]: calibration_fraction must be in [0, 1) and target_fpr in (0, 1)")
+    shots = bench.get("shots")
+    if shots is not None and (not isinstance(shots, list) or not shots or len(set(shots)) != len(shots)
+                              or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in shots)):
+        raise ConfigError(f"[benchmark]: shots = {shots!r} must be a list of distinct integers >= 1")
     if not raw.get("data"):
         raise ConfigError(f"{source}: no [[data]] entry")
     if not raw.get("method"):
@@ -250,7 +260,7 @@ def parse_spec(text: str, source: str = "spec", base: Path | None = None) -> Spe
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ConfigError(f"{source}: {kind} {dup[0]!r} appears twice (give each a distinct name / label)")
-    return Spec(list(seeds), data, methods, eval_size, float(frac), float(fpr), source)
+    return Spec(list(seeds), data, methods, eval_size, float(frac), float(fpr), source, shots)
 
 
 def load_spec(path: Path) -> Spec:
