@@ -19,7 +19,7 @@ from latentad.runs import load_run
 
 runner = CliRunner()
 SIZE = 64
-VIT = {"dino_knn"}  # DINOv2 inputs are multiples of its 14-pixel patch
+VIT = {"dino_knn", "dinomaly"}  # DINOv2 inputs are multiples of its 14-pixel patch
 
 
 def size_of(method: str) -> int:

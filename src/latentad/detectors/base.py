@@ -329,6 +329,7 @@ METHODS: dict[str, str] = {
     "cutpaste": "latentad.detectors.selfsupervised.cutpaste:CutPaste",
     "dsvdd": "latentad.detectors.selfsupervised.dsvdd:DSVDD",
     "dino_knn": "latentad.detectors.selfsupervised.dino_knn:DinoKNN",
+    "dinomaly": "latentad.detectors.selfsupervised.dinomaly:Dinomaly",
     "ensemble": "latentad.detectors.ensemble:Ensemble",
 }
 
