@@ -53,7 +53,8 @@ JSON_KEYS = ["image_auroc", "pixel_auroc", "aupro", "aupimo", "f1_max", "at_thre
 def fit(
     ctx: typer.Context,
     method: Annotated[str | None, typer.Option(help="method name (see `latentad list`)")] = None,
-    data: Annotated[str | None, typer.Option(help="data folder (MVTec layout by default) or 'elpv'")] = None,
+    data: Annotated[list[str] | None, typer.Option(help="data folder (MVTec layout by default) or 'elpv'; "
+                                                        "repeated: one model for several products")] = None,
     out: Annotated[Path | None, typer.Option(help="run folder to write")] = None,
     preset: Annotated[str | None, typer.Option(help="named preset of the method")] = None,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same scores)")] = 0,
@@ -104,7 +105,9 @@ def fit(
         from latentad.tuning import read_tune_file, summary_lines
 
         tune_table = read_tune_file(Path(v["tune"])) if v["tune"] is not None else None
-        summary = fit_run(run, v["method"], v["data"], v["fmt"], parse_options(v["data_option"]), v["preset"],
+        data = [v["data"]] if isinstance(v["data"], str) else list(v["data"])  # a --config file gives one
+        summary = fit_run(run, v["method"], data[0] if len(data) == 1 else data, v["fmt"],
+                          parse_options(v["data_option"]), v["preset"],
                           options, v["seed"], v["resume"], v["force"], v["calibration_fraction"], v["target_fpr"],
                           v["device"], v["precision"], tune=tune_table, shots=v["shots"])
         if tune_table is not None:
@@ -147,7 +150,7 @@ def evaluate(
         result = evaluate_run(run, data, fmt, opts, eval_size=size, device=device, precision=precision)
         m = result.metrics
         if as_json:
-            extra = {"became": m["became"]} if "became" in m else {}  # an auto run: the candidate it became
+            extra = {k: m[k] for k in ("became", "category", "per_category") if k in m}  # auto / multi-class runs
             typer.echo(json.dumps({k: m.get(k) for k in JSON_KEYS} | extra))
         else:
             shown = "  ".join(f"{k} {m[k]:.4f}" if isinstance(m.get(k), float) else f"{k} {m.get(k)}"

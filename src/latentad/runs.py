@@ -135,6 +135,31 @@ def fit_run(run: Path, method: str, data: str, fmt: str, data_options: dict, pre
     return summary
 
 
+def _training_data(data: str | list[str], fmt: str, data_options: dict, shots: int | None, seed: int,
+                   fraction: float) -> tuple[Split, ImageSet, ImageSet | None, list[str], dict[str, dict]]:
+    """(split, images to fit on, held-out calibration images, the few-shot draw, categories): one data
+    set, or several (`multiclass`): the union of their fitting images, each holding out its own."""
+    paths = [data] if isinstance(data, str) else list(data)
+    if len(paths) == 1:
+        split = open_split(paths[0], fmt, data_options)
+        train, drawn = few_shot(split.train, shots, seed, paths[0])
+        return split, *holdout(train, fraction, seed), drawn, {}
+    from latentad.multiclass import open_categories, union
+
+    if shots is not None:
+        raise ConfigError("--shots: applies to one --data (draw the few images of each product separately)")
+    categories: dict[str, dict] = {}
+    for cat in open_categories(paths, fmt, data_options):
+        fit, cal = holdout(cat.split.train, fraction, seed)
+        categories[cat.name] = {"path": cat.path, "fit": fit, "cal": cal, "n_fit": len(fit), "split": cat.split}
+    fit_set = union([c["fit"] for c in categories.values()], "+".join(categories))
+    cals = [c["cal"] for c in categories.values() if c["cal"] is not None]
+    cal_set = union(cals, "calibration") if cals else None
+    info = {"format": "multiclass", "categories": list(categories)}
+    first = next(iter(categories.values()))["split"]
+    return Split(fit_set, first.test, info), fit_set, cal_set, [], categories
+
+
 def few_shot(train: ImageSet, shots: int | None, seed: int, data: str) -> tuple[ImageSet, list[str]]:
     """`shots` normal training images drawn by the seed (each seed its own draw), and their paths;
     all of them when `shots` is None."""
@@ -172,9 +197,8 @@ def _fit_into(run: Path, method: str, data: str, fmt: str, data_options: dict, p
         raise ConfigError(f"--target-fpr {target_fpr}: must be in (0, 1)")
     if not 0.0 <= calibration_fraction < 1.0:
         raise ConfigError(f"--calibration-fraction {calibration_fraction}: must be in [0, 1)")
-    split = open_split(data, fmt, data_options)
-    train, drawn = few_shot(split.train, shots, seed, data)
-    fit_set, cal_set = holdout(train, calibration_fraction, seed)
+    split, fit_set, cal_set, drawn, categories = _training_data(data, fmt, data_options, shots, seed,
+                                                                calibration_fraction)
     if method == "auto":
         detector.check(len(fit_set))  # too few images or too small a budget: refused before anything is written
     tuning = None
@@ -184,7 +208,10 @@ def _fit_into(run: Path, method: str, data: str, fmt: str, data_options: dict, p
         detector.set_checkpointing(run / "checkpoints", resume=resume)
     config = {
         "method": method, "preset": preset or "default", "options": options, "seed": seed,
-        "data": {**split.info, "path": str(data), "format_option": fmt, "data_options": data_options},
+        "data": {**split.info, "path": data if isinstance(data, str) else list(data), "format_option": fmt,
+                 "data_options": data_options},
+        **({"categories": [{"name": n, "path": c["path"], "n_fit": c["n_fit"], "n_calibration": len(c["cal"] or [])}
+                           for n, c in categories.items()]} if categories else {}),
         "calibration": {"fraction": calibration_fraction, "target_fpr": "auto" if target_fpr is None else target_fpr,
                         "n_fit": len(fit_set), "n_calibration": len(cal_set) if cal_set else 0},
         "detector_config": asdict(detector.config),
@@ -212,6 +239,9 @@ def _fit_into(run: Path, method: str, data: str, fmt: str, data_options: dict, p
     detector.save(run / "model")
     cal = calibrate_run(detector, fit_set, cal_set, target_fpr, calibration_fraction)
     cal.save(run / "calibration.json")
+    for name, c in categories.items():  # a threshold per product, from that product's good images
+        calibrate_run(detector, c["fit"], c["cal"], target_fpr, calibration_fraction).save(
+            run / "calibrations" / f"{name}.json")
     config["calibration"]["target_fpr"] = cal.target_fpr
     io.write_json(run / "config.json", config)
     summary = {"method": method, "fit_seconds": fit_seconds, "n_train": len(fit_set),
@@ -269,13 +299,23 @@ def write_scores_csv(path: Path, rows: list[dict]) -> None:
 
 def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dict | None,
                  k_overlays: int = 6, eval_size: int | None = None, device: str | None = None,
-                 precision: str | None = None) -> Evaluation:
+                 precision: str | None = None, out: Path | None = None) -> Evaluation:
     """Evaluate a run on `data` (default: the data it was fitted on) and write metrics and report;
     pixel metrics at the detector's input size, or at `eval_size` (recorded in the metrics)."""
     from latentad.report.figures import auto_candidates, roc_pro_curves, save_overlay, score_histogram
     from latentad.report.html import write_report
 
     config, detector, cal = load_run(run, device, precision)
+    dest, category = run, None
+    if config.get("categories"):  # multi-class: one category with its own threshold, or each in turn
+        if data is None:
+            return _evaluate_categories(run, config, k_overlays, eval_size, device, precision)
+        from latentad.multiclass import find_category
+
+        name = find_category(config, data)
+        cal = Calibration.load(run / "calibrations" / f"{name}.json")
+        dest = out or run
+        category = name
     dconf = config.get("data", {})
     data = data or dconf.get("path")
     fmt = fmt or dconf.get("format_option", "auto")
@@ -285,15 +325,17 @@ def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dic
     scores, maps = result.prediction.image_scores, result.prediction.anomaly_maps
     result.metrics["at_threshold"] = {**at_threshold(result.labels, scores, cal.image_threshold),
                                       "target_fpr": cal.target_fpr, "calibrated_on": cal.source}
+    if category is not None:
+        result.metrics["category"] = category  # its own threshold: calibrations/<category>.json
     result.metrics["conditions"]["f1_max"] = "oracle: the best F1 over thresholds chosen with the test labels"
     if config.get("method") == "auto":  # which candidate the run became, beside its own figures
         result.metrics["became"] = config.get("auto", {}).get("became", {}).get("name")
     metrics = {**result.metrics, "threshold": cal.image_threshold,
                "per_defect": result.per_defect, "data": str(data), "method": config.get("method")}
-    io.write_json(run / "metrics.json", metrics)
+    io.write_json(dest / "metrics.json", metrics)
     flags = scores > cal.image_threshold
     pim = result.aupimo_per_image if result.aupimo_per_image is not None else np.full(len(scores), np.nan)
-    write_scores_csv(run / "scores.csv", [  # aupimo: the image's own AUPIMO (anomalous images with masks)
+    write_scores_csv(dest / "scores.csv", [  # aupimo: the image's own AUPIMO (anomalous images with masks)
         {"path": p, "label": int(lab), "defect_type": d, "score": float(s), "is_anomalous": int(f),
          "aupimo": "" if not np.isfinite(a) else float(a)}
         for p, lab, d, s, f, a in zip(result.paths, result.labels, result.defect_types, scores, flags, pim,
@@ -307,12 +349,31 @@ def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dic
         rec = split.test.records[index[result.paths[i]]]
         image, _ = rec.load()
         amap = maps[i] if maps is not None else None
-        overlays[i] = save_overlay(run / "maps" / f"{i:05d}_{Path(rec.path).stem}.png", image, amap,
+        overlays[i] = save_overlay(dest / "maps" / f"{i:05d}_{Path(rec.path).stem}.png", image, amap,
                                    cal.map_low, cal.map_high)
-    hist = score_histogram(run / "maps" / "score_histogram.png", scores, result.labels, cal.image_threshold)
-    curves = roc_pro_curves(run / "maps" / "roc_pro.png", result.labels, scores, result.masks, maps)
+    hist = score_histogram(dest / "maps" / "score_histogram.png", scores, result.labels, cal.image_threshold)
+    curves = roc_pro_curves(dest / "maps" / "roc_pro.png", result.labels, scores, result.masks, maps)
     auto = io.read_json(run / "auto.json") if (run / "auto.json").is_file() else None
-    auto_fig = auto_candidates(run / "maps" / "auto_candidates.png", auto) if auto else None
-    write_report(run, config, result.metrics, result.per_defect, cal, result.paths, result.defect_types,
+    auto_fig = auto_candidates(dest / "maps" / "auto_candidates.png", auto) if auto else None
+    write_report(dest, config, result.metrics, result.per_defect, cal, result.paths, result.defect_types,
                  scores, overlays, hist, curves, auto=auto, auto_figure=auto_fig)
     return result
+
+
+def _evaluate_categories(run: Path, config: dict, k_overlays: int, eval_size, device: str | None,
+                         precision: str | None) -> Evaluation:
+    """Every category of a multi-class run, each with its own threshold (RUN/eval/<name>/), and
+    RUN/metrics.json with each category's figures and their mean."""
+    per, last = {}, None
+    for c in config["categories"]:
+        last = evaluate_run(run, c["path"], None, None, k_overlays, eval_size, device, precision,
+                            out=run / "eval" / c["name"])
+        per[c["name"]] = {k: last.metrics.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "aupimo",
+                                                            "f1_max", "at_threshold", "n_images")}
+    mean = {k: float(np.mean([m[k] for m in per.values()])) if all(isinstance(m.get(k), float) for m in per.values())
+            else None for k in ("image_auroc", "pixel_auroc", "aupro", "aupimo", "f1_max")}
+    metrics = {**mean, "n_images": sum(m["n_images"] or 0 for m in per.values()), "per_category": per,
+               "mean_over": "categories", "method": config.get("method")}
+    io.write_json(run / "metrics.json", metrics)
+    last.metrics = {**last.metrics, **metrics}
+    return last
