@@ -66,3 +66,25 @@ def test_two_categories_of_one_name_and_an_empty_one_are_refused(two, tmp_path):
                               "--out", str(tmp_path / "r2")])
     assert res.exit_code == 2 and "empty" in res.output and "Traceback" not in res.output, res.output
     assert not (tmp_path / "r").exists() and not (tmp_path / "r2").exists()
+
+
+def test_predict_routes_each_image_to_its_products_threshold_or_to_the_one_named(run, two, tmp_path):
+    import csv
+
+    res = runner.invoke(app, ["predict", "--run", str(run), "--out", str(tmp_path / "p"), "--overlays", "none",
+                              str(two / "alpha" / "test"), str(two / "beta" / "test")])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(tmp_path / "p" / "scores.csv")))
+    assert {r["routed"] for r in rows} == {"inferred"}
+    right = [r["category"] == ("alpha" if "/alpha/" in r["path"] else "beta") for r in rows]
+    assert sum(right) >= 0.8 * len(rows)
+    res = runner.invoke(app, ["predict", "--run", str(run), "--out", str(tmp_path / "q"), "--overlays", "none",
+                              "--category", "beta", str(two / "alpha" / "test")])
+    assert res.exit_code == 0 and {r["category"] for r in csv.DictReader(open(tmp_path / "q" / "scores.csv"))} == {
+        "beta"}
+    res = runner.invoke(app, ["predict", "--run", str(run), "--out", str(tmp_path / "r"), "--category", "gamma",
+                              str(two / "alpha" / "test")])
+    assert res.exit_code == 2
+    assert "--category gamma: not a product of this run (its products: alpha, beta)" in res.output
+    res = runner.invoke(app, ["evaluate", "--run", str(run), "--data", str(two / "alpha"), "--json"])
+    assert 0 <= json.loads(res.output.strip().splitlines()[-1])["routing_accuracy"] <= 1

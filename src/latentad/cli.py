@@ -150,7 +150,7 @@ def evaluate(
         result = evaluate_run(run, data, fmt, opts, eval_size=size, device=device, precision=precision)
         m = result.metrics
         if as_json:
-            extra = {k: m[k] for k in ("became", "category", "per_category") if k in m}  # auto / multi-class runs
+            extra = {k: m[k] for k in ("became", "category", "routing_accuracy", "per_category") if k in m}
             typer.echo(json.dumps({k: m.get(k) for k in JSON_KEYS} | extra))
         else:
             shown = "  ".join(f"{k} {m[k]:.4f}" if isinstance(m.get(k), float) else f"{k} {m.get(k)}"
@@ -176,6 +176,8 @@ def predict(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "32",
     engine: EngineOpt = "auto",
+    category: Annotated[str | None, typer.Option(help="multi-class run: the product these images are "
+                                                       "(default: each image routed to the nearest product)")] = None,
 ) -> None:
     """Score images: OUT/scores.csv (path, score, is_anomalous) and one overlay PNG per image."""
     from latentad.data.pipeline import set_decode_workers
@@ -183,7 +185,7 @@ def predict(
 
     def go():
         set_decode_workers(workers)
-        rows = predict_paths(run, out, paths, recursive, device, precision, overlays, engine)
+        rows = predict_paths(run, out, paths, recursive, device, precision, overlays, engine, category)
         n_anom = sum(r["is_anomalous"] for r in rows)
         typer.echo(f"scored {len(rows)} images ({n_anom} anomalous at the run's threshold) -> {out}")
 

@@ -60,3 +60,37 @@ def find_category(config: dict, data: str) -> str:
             return c["name"]
     known = ", ".join(c["name"] for c in cats)
     raise ConfigError(f"--data {data}: not a category of this multi-class run (its categories: {known})")
+
+
+THUMB = 24  # side of the thumbnails products are told apart by
+PER_CATEGORY = 64  # fitting images per category kept as routing examples
+
+
+def thumbnails(x):
+    """(B,C,H,W) in [0,1] -> (B, 3*THUMB*THUMB) unit vectors: what an image looks like at a glance."""
+    import torch.nn.functional as F
+
+    x = x.float()
+    x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    t = F.adaptive_avg_pool2d(x, (THUMB, THUMB)).flatten(1)
+    return F.normalize(t - t.mean(1, keepdim=True), dim=1)
+
+
+def fit_router(fit_sets: dict[str, ImageSet], seed: int):
+    """Routing examples: up to PER_CATEGORY thumbnails of each category's fitting images, and their labels."""
+    import numpy as np
+    import torch
+
+    feats, labels = [], []
+    for k, images in enumerate(fit_sets.values()):
+        pick = np.random.default_rng([seed, k]).permutation(len(images))[:PER_CATEGORY].tolist()
+        batch = images.subset(sorted(pick)).with_size(64, 3).load_all().images
+        feats.append(thumbnails(batch))
+        labels.append(torch.full((len(pick),), k, dtype=torch.int64))
+    return {"thumbs": torch.cat(feats), "labels": torch.cat(labels)}
+
+
+def route(router: dict, x) -> list[int]:
+    """Each image's category index: its nearest routing example's (cosine on thumbnails)."""
+    sims = thumbnails(x.cpu()) @ router["thumbs"].T
+    return router["labels"][sims.argmax(1)].tolist()

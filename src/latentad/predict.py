@@ -63,21 +63,27 @@ def open_model(run: Path, engine: str = "auto", device: str | None = None, preci
 
 
 def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = True, device: str | None = None,
-                  precision: str | None = None, overlays: str = "all", engine: str = "auto") -> list[dict]:
+                  precision: str | None = None, overlays: str = "all", engine: str = "auto",
+                  category: str | None = None) -> list[dict]:
     """Score files; `overlays` says which images get a heat-map PNG (none: scores only, no encoding).
-    Each file is decoded once: the overlay is drawn from the copy the scoring batch carried."""
+    Each file is decoded once: the overlay is drawn from the copy the scoring batch carried. On a
+    multi-class run each image is judged by its product's threshold: `category`, or the one it is
+    routed to (the `category` and `routed` columns say which)."""
     if overlays not in OVERLAYS:
         raise ConfigError(f"--overlays {overlays}: one of {', '.join(OVERLAYS)}")
     detector, cal = open_model(run, engine, device, precision)
+    products = Products.of(run, category)
     images = images_from_paths(paths, detector.config.channels, recursive)
     images.keep_originals = overlays != "none"
     rows: list[dict] = []
 
     def draw(batch, pred) -> None:
+        cals = products.calibrations(batch.images, cal)
         for j, (name, score) in enumerate(zip(batch.paths, pred.image_scores, strict=True)):
             i = len(rows)
-            flag = bool(score > cal.image_threshold)
-            rows.append({"path": name, "score": float(score), "is_anomalous": int(flag)})
+            flag = bool(score > cals[j][1].image_threshold)
+            rows.append({"path": name, "score": float(score), "is_anomalous": int(flag),
+                         **products.columns(cals[j][0])})
             if overlays == "all" or (overlays == "anomalous" and flag):
                 from latentad.report.figures import save_overlay  # matplotlib: only when drawing
 
@@ -103,3 +109,40 @@ def recalibrate(run: Path, paths: list[Path], target_fpr: float, recursive: bool
                                   f"{len(images)} normal images given to `latentad calibrate`")
     cal.save(run / "calibration.json")
     return cal
+
+
+class Products:
+    """The thresholds of a multi-class run: one named product's, or each image's routed one."""
+
+    def __init__(self, names: list[str], cals: dict[str, Calibration], chosen: str | None, router: dict | None):
+        self.names, self.cals, self.chosen, self.router = names, cals, chosen, router
+
+    @staticmethod
+    def of(run: Path, category: str | None) -> Products:
+        from latentad import io
+
+        config = io.read_json(run / "config.json") if (run / "config.json").is_file() else {}
+        cats = [c["name"] for c in config.get("categories", [])]
+        if not cats:
+            if category is not None:
+                raise ConfigError(f"--category {category}: {run} is not a multi-class run (it has one threshold)")
+            return Products([], {}, None, None)
+        if category is not None and category not in cats:
+            raise ConfigError(f"--category {category}: not a product of this run (its products: {', '.join(cats)})")
+        cals = {n: Calibration.load(run / "calibrations" / f"{n}.json") for n in cats}
+        router = None if category is not None else io.read_tensors(run / "routing.safetensors")
+        return Products(cats, cals, category, router)
+
+    def calibrations(self, images: torch.Tensor, default: Calibration) -> list[tuple[str | None, Calibration]]:
+        if not self.names:
+            return [(None, default)] * len(images)
+        if self.chosen is not None:
+            return [(self.chosen, self.cals[self.chosen])] * len(images)
+        from latentad.multiclass import route
+
+        return [(self.names[k], self.cals[self.names[k]]) for k in route(self.router, images)]
+
+    def columns(self, name: str | None) -> dict:
+        if not self.names:
+            return {}
+        return {"category": name, "routed": "given" if self.chosen is not None else "inferred"}

@@ -242,6 +242,10 @@ def _fit_into(run: Path, method: str, data: str, fmt: str, data_options: dict, p
     for name, c in categories.items():  # a threshold per product, from that product's good images
         calibrate_run(detector, c["fit"], c["cal"], target_fpr, calibration_fraction).save(
             run / "calibrations" / f"{name}.json")
+    if categories:  # how an image without a product label is routed to its threshold
+        from latentad.multiclass import fit_router
+
+        io.write_tensors(run / "routing.safetensors", fit_router({n: c["fit"] for n, c in categories.items()}, seed))
     config["calibration"]["target_fpr"] = cal.target_fpr
     io.write_json(run / "config.json", config)
     summary = {"method": method, "fit_seconds": fit_seconds, "n_train": len(fit_set),
@@ -327,6 +331,7 @@ def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dic
                                       "target_fpr": cal.target_fpr, "calibrated_on": cal.source}
     if category is not None:
         result.metrics["category"] = category  # its own threshold: calibrations/<category>.json
+        result.metrics["routing_accuracy"] = routing_accuracy(run, config, category, split.test)
     result.metrics["conditions"]["f1_max"] = "oracle: the best F1 over thresholds chosen with the test labels"
     if config.get("method") == "auto":  # which candidate the run became, beside its own figures
         result.metrics["became"] = config.get("auto", {}).get("became", {}).get("name")
@@ -360,6 +365,16 @@ def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dic
     return result
 
 
+def routing_accuracy(run: Path, config: dict, category: str, images: ImageSet) -> float:
+    """The share of `images` (all of category `category`) that routing without a label sends there."""
+    from latentad.multiclass import route
+
+    router = io.read_tensors(run / "routing.safetensors")
+    names = [c["name"] for c in config["categories"]]
+    hits = [names[k] == category for b in images.with_size(64, 3).batches(32) for k in route(router, b.images)]
+    return float(np.mean(hits))
+
+
 def _evaluate_categories(run: Path, config: dict, k_overlays: int, eval_size, device: str | None,
                          precision: str | None) -> Evaluation:
     """Every category of a multi-class run, each with its own threshold (RUN/eval/<name>/), and
@@ -369,7 +384,7 @@ def _evaluate_categories(run: Path, config: dict, k_overlays: int, eval_size, de
         last = evaluate_run(run, c["path"], None, None, k_overlays, eval_size, device, precision,
                             out=run / "eval" / c["name"])
         per[c["name"]] = {k: last.metrics.get(k) for k in ("image_auroc", "pixel_auroc", "aupro", "aupimo",
-                                                            "f1_max", "at_threshold", "n_images")}
+                                                            "f1_max", "at_threshold", "n_images", "routing_accuracy")}
     mean = {k: float(np.mean([m[k] for m in per.values()])) if all(isinstance(m.get(k), float) for m in per.values())
             else None for k in ("image_auroc", "pixel_auroc", "aupro", "aupimo", "f1_max")}
     metrics = {**mean, "n_images": sum(m["n_images"] or 0 for m in per.values()), "per_category": per,
