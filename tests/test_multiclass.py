@@ -88,3 +88,24 @@ def test_predict_routes_each_image_to_its_products_threshold_or_to_the_one_named
     assert "--category gamma: not a product of this run (its products: alpha, beta)" in res.output
     res = runner.invoke(app, ["evaluate", "--run", str(run), "--data", str(two / "alpha"), "--json"])
     assert 0 <= json.loads(res.output.strip().splitlines()[-1])["routing_accuracy"] <= 1
+
+
+def test_the_service_judges_each_upload_by_its_products_threshold(run, two):
+    from fastapi.testclient import TestClient
+
+    from latentad.serve.app import create_app
+
+    api = create_app(run, token="s3cret")
+    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in sorted((two / "beta" / "test").glob("*/*.png"))]
+    beta = json.loads((run / "calibrations" / "beta.json").read_text())["image_threshold"]
+    try:
+        with TestClient(api, base_url="http://127.0.0.1") as c:
+            auth = {"Authorization": "Bearer s3cret"}
+            rows = c.post("/predict?product=beta", files=files, headers=auth).json()["results"]
+            assert {(r["category"], r["routed"], r["threshold"]) for r in rows} == {("beta", "given", beta)}
+            rows = c.post("/predict", files=files, headers=auth).json()["results"]
+            assert {r["routed"] for r in rows} == {"inferred"} and {r["category"] for r in rows} <= {"alpha", "beta"}
+            bad = c.post("/predict?product=gamma", files=files, headers=auth)
+            assert bad.status_code == 400 and "product 'gamma': unknown (the products: alpha, beta)" in bad.text
+    finally:
+        api.state.service.close()

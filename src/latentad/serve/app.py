@@ -143,7 +143,11 @@ def create_app(model_dir: Path, token: str | None = None, max_upload_mb: float =
     async def predict(request: Request, files: Annotated[list[UploadFile], File()]) -> Response:
         async def work(hold):
             overlays = request.query_params.get("map") == "png"
+            product = request.query_params.get("product")  # a multi-class run: whose threshold applies
+            service.check_product(product)
             uploads = await read_uploads(files, overlays, hold)
+            for u in uploads:
+                u.product = product
             results = await queued(service.predict(uploads, on_done=hold.release), hold)
             rows = rows_of(results, [u.name for u in uploads])
             scored = [r for r in rows if "error" not in r]

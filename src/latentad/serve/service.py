@@ -43,6 +43,7 @@ class Upload:
     tensor: torch.Tensor
     orig_size: tuple[int, int]
     preview: np.ndarray | None = None
+    product: str | None = None  # a multi-class run: the product named with the upload
 
     @property
     def nbytes(self) -> int:
@@ -77,7 +78,10 @@ class Service:
         from latentad.predict import open_model
 
         self.model_dir = Path(model_dir)
+        from latentad.predict import Products
+
         self.detector, self.calibration = open_model(self.model_dir, engine, device)
+        self.products = Products.of(self.model_dir, None)
         self.engine = getattr(self.detector, "engine_name", "torch")
         self.size, self.mode = input_placement(self.detector)
         self.max_pixels = max_pixels
@@ -124,13 +128,16 @@ class Service:
         from latentad.report.figures import overlay
 
         pred = self._predict(uploads)
-        cal = self.calibration
+        routed = self.products.calibrations(torch.stack([u.tensor for u in uploads]), self.calibration)
         out = []
         for i, u in enumerate(uploads):
             score = float(pred.image_scores[i])
+            name, cal = (u.product, self.products.cals[u.product]) if u.product else routed[i]
             # 0 / 1, as in the is_anomalous column of predict's scores.csv
             row = {"filename": u.name, "score": score, "is_anomalous": int(score > cal.image_threshold),
                    "threshold": float(cal.image_threshold)}
+            if name is not None:  # a multi-class run: whose threshold judged it
+                row.update(category=name, routed="given" if u.product else "inferred")
             if u.preview is not None:
                 amap = pred.anomaly_maps[i] if pred.anomaly_maps is not None else None
                 buf = _io.BytesIO()
@@ -141,6 +148,15 @@ class Service:
             self.images_scored += len(out)
             self.anomalies += sum(r["is_anomalous"] for r in out)
         return out
+
+    def check_product(self, product: str | None) -> None:
+        """A product named with an upload must be one of the run's (one line otherwise)."""
+        if product is None:
+            return
+        if not self.products.names:
+            raise ConfigError(f"product {product!r}: this model is not multi-class (it has one threshold)")
+        if product not in self.products.names:
+            raise ConfigError(f"product {product!r}: unknown (the products: {', '.join(self.products.names)})")
 
     def predict(self, uploads: list[Upload], on_done: Callable[[], None] | None = None):
         """A future of one entry per upload, in upload order (batched with concurrent requests): its
