@@ -13,13 +13,19 @@ import numpy as np
 from latentad import io
 from latentad.metrics.thresholds import threshold_for_fpr
 
+# the pixel threshold's false-positive rate on normal pixels: the upper end of the range AUPIMO
+# (Bertoldo et al.) deems relevant for inspection, fixed in advance, not tuned on any test set
+PIXEL_FPR = 1e-4
+
 
 @dataclass
 class Calibration:
     """image_threshold: score above which an image is called anomalous, chosen so that at most
     `target_fpr` of the calibration (normal) images lie above it. map_low / map_high: the median
     and the 99.9th percentile of normal pixels' map values, used to colour heat maps the same way
-    for every image. min_fpr: the smallest false-positive rate `n_images` normal images can promise,
+    for every image. pixel_threshold: the map value above which a pixel is marked defective (masks,
+    regions), set at PIXEL_FPR of the calibration images' normal pixels (pixel_fpr: the share measured
+    there). min_fpr: the smallest false-positive rate `n_images` normal images can promise,
     1 / (n + 1) (the expected rate when the threshold is their maximum, which it is whenever
     target_fpr < 1 / n)."""
 
@@ -30,15 +36,18 @@ class Calibration:
     n_images: int
     source: str
     min_fpr: float | None = None
+    pixel_threshold: float | None = None  # a pixel above it is marked defective (masks and regions)
+    pixel_fpr: float | None = None  # the share of the calibration images' normal pixels above it
 
     @staticmethod
     def from_normal(scores: np.ndarray, maps: np.ndarray | None, target_fpr: float, source: str) -> Calibration:
-        low = high = None
+        low = high = pixel = pixel_fpr = None
         if maps is not None:
             flat = maps.reshape(-1)
-            if flat.size > 2_000_000:  # a fixed-stride sample is plenty for two quantiles
+            if flat.size > 2_000_000:  # a fixed-stride sample is plenty for these quantiles
                 flat = flat[:: flat.size // 2_000_000 + 1]
-            low, high = (float(v) for v in np.quantile(flat, [0.5, 0.999]))
+            low, high, pixel = (float(v) for v in np.quantile(flat, [0.5, 0.999, 1 - PIXEL_FPR]))
+            pixel_fpr = float(np.mean(flat > pixel))
         n = len(scores)
         if target_fpr < 1.0 / n:
             warnings.warn(
@@ -48,7 +57,8 @@ class Calibration:
                 f"1/{n + 1} = {1 / (n + 1):.3g} (hold out more normal images, or set a target FPR >= {1 / n:.3g})",
                 stacklevel=2,
             )
-        return Calibration(threshold_for_fpr(scores, target_fpr), target_fpr, low, high, n, source, 1.0 / (n + 1))
+        return Calibration(threshold_for_fpr(scores, target_fpr), target_fpr, low, high, n, source, 1.0 / (n + 1),
+                           pixel, pixel_fpr)
 
     def save(self, path: str | Path) -> None:
         io.write_json(path, asdict(self))

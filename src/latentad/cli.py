@@ -178,6 +178,9 @@ def predict(
     engine: EngineOpt = "auto",
     category: Annotated[str | None, typer.Option(help="multi-class run: the product these images are "
                                                        "(default: each image routed to the nearest product)")] = None,
+    masks: Annotated[bool, typer.Option(help="defect masks (OUT/masks/) and regions (OUT/regions.csv) at the "
+                                             "calibrated pixel threshold")] = True,
+    pixel_size: Annotated[float | None, typer.Option(help="side of a pixel in mm: regions get area_mm2")] = None,
 ) -> None:
     """Score images: OUT/scores.csv (path, score, is_anomalous) and one overlay PNG per image."""
     from latentad.data.pipeline import set_decode_workers
@@ -185,7 +188,8 @@ def predict(
 
     def go():
         set_decode_workers(workers)
-        rows = predict_paths(run, out, paths, recursive, device, precision, overlays, engine, category)
+        rows = predict_paths(run, out, paths, recursive, device, precision, overlays, engine, category, masks,
+                             pixel_size)
         n_anom = sum(r["is_anomalous"] for r in rows)
         typer.echo(f"scored {len(rows)} images ({n_anom} anomalous at the run's threshold) -> {out}")
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import io as _io
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
+from latentad import io
 from latentad.calibration import Calibration
 from latentad.data.base import IMAGE_SUFFIXES, ImageSet, file_record, list_images
 from latentad.errors import ConfigError, DataError
 from latentad.evaluation import score_set
+from latentad.maps.regions import REGION_KEYS, defect_mask, full_size, regions
 from latentad.runs import load_run, write_scores_csv
 
 
@@ -64,11 +70,13 @@ def open_model(run: Path, engine: str = "auto", device: str | None = None, preci
 
 def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = True, device: str | None = None,
                   precision: str | None = None, overlays: str = "all", engine: str = "auto",
-                  category: str | None = None) -> list[dict]:
+                  category: str | None = None, masks: bool = True, pixel_size: float | None = None) -> list[dict]:
     """Score files; `overlays` says which images get a heat-map PNG (none: scores only, no encoding).
     Each file is decoded once: the overlay is drawn from the copy the scoring batch carried. On a
     multi-class run each image is judged by its product's threshold: `category`, or the one it is
-    routed to (the `category` and `routed` columns say which)."""
+    routed to (the `category` and `routed` columns say which). With `masks` (and a localising model
+    whose calibration has a pixel threshold) each image's defect mask goes to OUT/masks/ (named like
+    its overlay, at the image's own size) and its regions to OUT/regions.csv."""
     if overlays not in OVERLAYS:
         raise ConfigError(f"--overlays {overlays}: one of {', '.join(OVERLAYS)}")
     detector, cal = open_model(run, engine, device, precision)
@@ -76,6 +84,9 @@ def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = Tru
     images = images_from_paths(paths, detector.config.channels, recursive)
     images.keep_originals = overlays != "none"
     rows: list[dict] = []
+    found: list[dict] = []
+    if pixel_size is not None and pixel_size <= 0:
+        raise ConfigError(f"--pixel-size {pixel_size}: must be a positive length in mm")
 
     def draw(batch, pred) -> None:
         cals = products.calibrations(batch.images, cal)
@@ -84,6 +95,9 @@ def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = Tru
             flag = bool(score > cals[j][1].image_threshold)
             rows.append({"path": name, "score": float(score), "is_anomalous": int(flag),
                          **products.columns(cals[j][0])})
+            if masks and pred.anomaly_maps is not None and cals[j][1].pixel_threshold is not None:
+                found.extend(write_mask(out / "masks" / f"{i:05d}_{Path(name).stem}.png", name, pred.anomaly_maps[j],
+                                        batch.orig_sizes[j], cals[j][1].pixel_threshold, pixel_size))
             if overlays == "all" or (overlays == "anomalous" and flag):
                 from latentad.report.figures import save_overlay  # matplotlib: only when drawing
 
@@ -94,7 +108,33 @@ def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = Tru
     with torch.inference_mode():
         score_set(detector, images, progress=f"{detector.name} predict", on_batch=draw)
     write_scores_csv(out / "scores.csv", rows)
+    if masks and pred_localizes(detector):
+        keys = ["path", *REGION_KEYS] + (["area_mm2"] if pixel_size is not None else [])
+        write_table(out / "regions.csv", found, keys)
     return rows
+
+
+def pred_localizes(detector) -> bool:
+    return bool(getattr(detector, "localizes", True))
+
+
+def write_mask(path: Path, name: str, amap: np.ndarray, shape: tuple[int, int], threshold: float,
+               pixel_size: float | None) -> list[dict]:
+    """The image's defect mask (PNG, 0 / 255, at its own size) and its regions (rows naming the image)."""
+    full = full_size(amap, shape)
+    mask = defect_mask(full, threshold)
+    buf = _io.BytesIO()
+    Image.fromarray((mask * 255).astype(np.uint8)).save(buf, format="PNG")
+    io.write_bytes(path, buf.getvalue())
+    return [{"path": name, **r} for r in regions(mask, full, pixel_size)]
+
+
+def write_table(path: Path, rows: list[dict], keys: list[str]) -> None:
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    io.write_text(path, buf.getvalue())
 
 
 def recalibrate(run: Path, paths: list[Path], target_fpr: float, recursive: bool = True,
@@ -119,8 +159,6 @@ class Products:
 
     @staticmethod
     def of(run: Path, category: str | None) -> Products:
-        from latentad import io
-
         config = io.read_json(run / "config.json") if (run / "config.json").is_file() else {}
         cats = [c["name"] for c in config.get("categories", [])]
         if not cats:

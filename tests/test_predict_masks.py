@@ -1,0 +1,63 @@
+"""Pixel decisions in `predict`: a mask per image at its own size (named like its overlay), regions at
+the calibrated pixel threshold, areas in mm^2 with --pixel-size."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from latentad.cli import app
+from latentad.data.synthetic import make_synthetic
+from latentad.maps.regions import regions
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn") / "cat"
+    make_synthetic(root, n_train=20, n_test_good=3, n_test_defect=3, size=48)
+    out = tmp_path_factory.mktemp("runs") / "padim"
+    res = runner.invoke(app, ["fit", "--method", "padim", "--data", str(root), "--out", str(out), "-o",
+                              "image_size=48"])
+    assert res.exit_code == 0, res.output
+    return out, root
+
+
+def test_regions_of_a_mask_largest_first_with_boxes_areas_and_scores():
+    mask = np.zeros((10, 12), bool)
+    mask[1:3, 1:3] = True  # 4 px
+    mask[5:9, 6:11] = True  # 20 px
+    amap = np.arange(120, dtype=np.float32).reshape(10, 12)
+    got = regions(mask, amap, pixel_size=0.5)
+    assert [(r["region"], r["x"], r["y"], r["width"], r["height"], r["area_px"]) for r in got] == [
+        (1, 6, 5, 5, 4, 20), (2, 1, 1, 2, 2, 4)]
+    assert got[0]["peak"] == amap[8, 10] and got[1]["mean"] == pytest.approx(amap[1:3, 1:3].mean())
+    assert got[0]["area_mm2"] == pytest.approx(5.0)
+
+
+def test_predict_writes_masks_at_each_images_size_and_regions(run, tmp_path):
+    out, root = run
+    cal = json.loads((out / "calibration.json").read_text())
+    assert cal["pixel_threshold"] is not None and 0 <= cal["pixel_fpr"] <= 1e-3
+    res = runner.invoke(app, ["predict", "--run", str(out), "--out", str(tmp_path / "p"), "--pixel-size", "0.1",
+                              str(root / "test")])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(tmp_path / "p" / "scores.csv")))
+    for i, r in enumerate(rows):
+        stem = r["path"].rsplit("/", 1)[1].rsplit(".", 1)[0]
+        mask = Image.open(tmp_path / "p" / "masks" / f"{i:05d}_{stem}.png")
+        assert mask.size == Image.open(r["path"]).size
+        assert (tmp_path / "p" / "overlays" / f"{i:05d}_{stem}.png").is_file()
+    with open(tmp_path / "p" / "regions.csv") as fh:
+        header = next(csv.reader(fh))
+    assert header == ["path", "region", "x", "y", "width", "height", "area_px", "peak", "mean", "area_mm2"]
+    res = runner.invoke(app, ["predict", "--run", str(out), "--out", str(tmp_path / "q"), "--no-masks",
+                              str(root / "test")])
+    assert res.exit_code == 0 and not (tmp_path / "q" / "masks").exists()
+    res = runner.invoke(app, ["predict", "--run", str(out), "--out", str(tmp_path / "r"), "--pixel-size", "0",
+                              str(root / "test")])
+    assert res.exit_code == 2 and "--pixel-size 0.0: must be a positive length in mm" in res.output
