@@ -37,6 +37,9 @@ def test_scores_equal_predict_in_upload_order_with_overlays(client, run, images,
     assert res.exit_code == 0, res.output
     want = [(r["path"].split("/")[-1], float(r["score"]), r["is_anomalous"] == "1")
             for r in csv.DictReader(open(tmp_path / "p" / "scores.csv"))]
+    regions = {}  # predict's regions.csv, per file: the service answers the same regions
+    for r in csv.DictReader(open(tmp_path / "p" / "regions.csv")):
+        regions.setdefault(r["path"].split("/")[-1], []).append((int(r["x"]), int(r["y"]), int(r["area_px"])))
     order = images[::-1]  # upload order is kept, whatever it is
     r = client.post("/predict?map=png", files=files_of(order), headers=AUTH)
     assert r.status_code == 200, r.text
@@ -46,6 +49,7 @@ def test_scores_equal_predict_in_upload_order_with_overlays(client, run, images,
     for g in got:
         s, a = by_name[g["filename"]]
         assert abs(g["score"] - s) <= 1e-4 * max(abs(s), 1e-6) and g["is_anomalous"] == a
+        assert [(x["x"], x["y"], x["area_px"]) for x in g["regions"]] == regions.get(g["filename"], [])
         png = Image.open(io.BytesIO(base64.b64decode(g["overlay_png"])))
         assert png.format == "PNG" and png.size == (64, 64)
     assert "overlay_png" not in client.post("/predict", files=files_of(images[:1]), headers=AUTH).json()["results"][0]

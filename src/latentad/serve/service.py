@@ -23,6 +23,7 @@ from latentad.data.base import Batch, decode_image, peek_pixels, to_input
 from latentad.detectors.base import Prediction
 from latentad.errors import ConfigError, DataError
 from latentad.evaluation import input_placement, predict_batch
+from latentad.maps.regions import defect_mask, full_size, regions
 from latentad.serve.batcher import Batcher, Job
 from latentad.serve.budget import Budget, Hold, PixelCount
 
@@ -138,6 +139,10 @@ class Service:
                    "threshold": float(cal.image_threshold)}
             if name is not None:  # a multi-class run: whose threshold judged it
                 row.update(category=name, routed="given" if u.product else "inferred")
+            if pred.anomaly_maps is not None and cal.pixel_threshold is not None:  # pixel decisions
+                full = full_size(pred.anomaly_maps[i], u.orig_size)
+                row["regions"] = regions(defect_mask(full, cal.pixel_threshold), full)
+                row["pixel_threshold"] = float(cal.pixel_threshold)
             if u.preview is not None:
                 amap = pred.anomaly_maps[i] if pred.anomaly_maps is not None else None
                 buf = _io.BytesIO()
