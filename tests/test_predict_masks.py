@@ -61,3 +61,19 @@ def test_predict_writes_masks_at_each_images_size_and_regions(run, tmp_path):
     res = runner.invoke(app, ["predict", "--run", str(out), "--out", str(tmp_path / "r"), "--pixel-size", "0",
                               str(root / "test")])
     assert res.exit_code == 2 and "--pixel-size 0.0: must be a positive length in mm" in res.output
+
+
+def test_heat_maps_are_clear_below_the_normal_quantile_and_outline_the_pixel_decisions():
+    from latentad.calibration import Calibration
+    from latentad.report.figures import heat_scale, overlay
+
+    cal = Calibration(1.0, 0.01, map_low=0.0, map_high=1.0, n_images=10, source="test", pixel_threshold=2.0,
+                      pixel_fpr=1e-4)
+    assert heat_scale(cal) == (1.0, 4.0, 2.0)
+    image = np.full((40, 40, 3), 100, np.uint8)
+    calm = np.full((20, 20), 0.5, np.float32)
+    assert np.array_equal(np.asarray(overlay(image, calm, cal)), image)  # a good part looks clean
+    hot = calm.copy()
+    hot[5:15, 5:15] = 3.0
+    out = np.asarray(overlay(image, hot, cal))
+    assert (out[0, 0] == 100).all() and (out == 255).all(axis=2).any()  # clear outside, outlined inside

@@ -103,7 +103,7 @@ def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = Tru
 
                 amap = pred.anomaly_maps[j] if pred.anomaly_maps is not None else None
                 save_overlay(out / "overlays" / f"{i:05d}_{Path(name).stem}.png", batch.originals[j], amap,
-                             cal.map_low, cal.map_high)
+                             cals[j][1])
 
     with torch.inference_mode():
         score_set(detector, images, progress=f"{detector.name} predict", on_batch=draw)

@@ -306,7 +306,7 @@ def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dic
                  precision: str | None = None, out: Path | None = None) -> Evaluation:
     """Evaluate a run on `data` (default: the data it was fitted on) and write metrics and report;
     pixel metrics at the detector's input size, or at `eval_size` (recorded in the metrics)."""
-    from latentad.report.figures import auto_candidates, roc_pro_curves, save_overlay, score_histogram
+    from latentad.report.figures import auto_candidates, legend, roc_pro_curves, save_overlay, score_histogram
     from latentad.report.html import write_report
 
     config, detector, cal = load_run(run, device, precision)
@@ -354,14 +354,14 @@ def evaluate_run(run: Path, data: str | None, fmt: str | None, data_options: dic
         rec = split.test.records[index[result.paths[i]]]
         image, _ = rec.load()
         amap = maps[i] if maps is not None else None
-        overlays[i] = save_overlay(dest / "maps" / f"{i:05d}_{Path(rec.path).stem}.png", image, amap,
-                                   cal.map_low, cal.map_high)
+        overlays[i] = save_overlay(dest / "maps" / f"{i:05d}_{Path(rec.path).stem}.png", image, amap, cal)
     hist = score_histogram(dest / "maps" / "score_histogram.png", scores, result.labels, cal.image_threshold)
+    scale = legend(dest / "maps" / "legend.png", cal) if maps is not None else None
     curves = roc_pro_curves(dest / "maps" / "roc_pro.png", result.labels, scores, result.masks, maps)
     auto = io.read_json(run / "auto.json") if (run / "auto.json").is_file() else None
     auto_fig = auto_candidates(dest / "maps" / "auto_candidates.png", auto) if auto else None
     write_report(dest, config, result.metrics, result.per_defect, cal, result.paths, result.defect_types,
-                 scores, overlays, hist, curves, auto=auto, auto_figure=auto_fig)
+                 scores, overlays, hist, curves, auto=auto, auto_figure=auto_fig, legend=scale)
     return result
 
 

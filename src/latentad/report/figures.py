@@ -21,30 +21,68 @@ def _save_png(img: Image.Image, path: Path) -> None:
     io.write_bytes(path, buf.getvalue())
 
 
-def overlay(image: np.ndarray, amap: np.ndarray | None, low: float | None, high: float | None,
-            alpha: float = 0.45, max_side: int | None = None) -> Image.Image:
-    """Blend a 'jet' heat map over `image` (HxWxC uint8) at the image's own size (or at most
-    `max_side`); the map covers the whole original (the evaluation grid is the original squashed, see
-    `evaluation.score_set`) and is scaled to [low, high] so that colours mean the same on every image
-    of a run (calibrated on normal pixels)."""
+def heat_scale(cal) -> tuple[float | None, float | None, float | None]:
+    """(transparent below, colour scale top, pixel threshold) of a calibration: the heat map starts at
+    the normal pixels' 99.9th percentile (below it the part shows through: a good part looks clean)
+    and its colour saturates at twice the pixel threshold's height above the normal median, so the
+    same defect looks the same on every image. Without a pixel threshold (older calibrations): the
+    median to the 99.9th percentile, opaque."""
+    if cal is None:
+        return None, None, None
+    if getattr(cal, "pixel_threshold", None) is None or cal.map_low is None:
+        return cal.map_low, cal.map_high, None
+    top = cal.map_low + 2.0 * (cal.pixel_threshold - cal.map_low)
+    return cal.map_high, max(top, cal.map_high + 1e-12), cal.pixel_threshold
+
+
+def overlay(image: np.ndarray, amap: np.ndarray | None, cal=None, alpha: float = 0.5,
+            max_side: int | None = None, outline: bool = True) -> Image.Image:
+    """A 'jet' heat map over `image` (HxWxC uint8) at the image's own size (or at most `max_side`), on
+    the calibration's scale (`heat_scale`): transparent below the normal pixels' high quantile, so
+    colours mean the same on every image of a run; the regions above the pixel threshold outlined in
+    white. The map covers the whole original (the evaluation grid is the original squashed)."""
     base = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).convert("RGB")
     if max_side is not None and max(base.size) > max_side:
         scale = max_side / max(base.size)
         base = base.resize((round(base.width * scale), round(base.height * scale)), Image.BILINEAR)
     if amap is None:
         return base
+    low, high, threshold = heat_scale(cal)
     lo = float(np.min(amap)) if low is None else low
     hi = float(np.max(amap)) if high is None else high
-    norm = np.clip((amap - lo) / max(hi - lo, 1e-12), 0, 1).astype(np.float32)
-    heat = Image.fromarray(norm).resize(base.size, Image.BILINEAR)
-    rgb = (plt.get_cmap("jet")(np.asarray(heat))[:, :, :3] * 255).astype(np.uint8)
-    return Image.blend(base, Image.fromarray(rgb), alpha)
+    full = np.asarray(Image.fromarray(amap.astype(np.float32)).resize(base.size, Image.BILINEAR))
+    norm = np.clip((full - lo) / max(hi - lo, 1e-12), 0, 1)
+    rgb = plt.get_cmap("jet")(norm)[:, :, :3] * 255
+    weight = np.full(full.shape, alpha) if threshold is None else np.where(full > lo, alpha, 0.0)
+    out = np.asarray(base, dtype=np.float64) * (1 - weight[..., None]) + rgb * weight[..., None]
+    if outline and threshold is not None:
+        from scipy import ndimage
+
+        mask = full > threshold
+        edge = mask & ~ndimage.binary_erosion(mask, iterations=max(1, round(max(base.size) / 300)))
+        out[edge] = 255.0
+    return Image.fromarray(out.round().astype(np.uint8))
 
 
-def save_overlay(path: Path, image: np.ndarray, amap: np.ndarray | None, low: float | None,
-                 high: float | None) -> Path:
-    _save_png(overlay(image, amap, low, high), path)
+def save_overlay(path: Path, image: np.ndarray, amap: np.ndarray | None, cal=None) -> Path:
+    _save_png(overlay(image, amap, cal), path)
     return path
+
+
+def legend(path: Path, cal) -> Path | None:
+    """The colour scale of a run's heat maps as a small PNG: transparent below, colours up to the top,
+    the pixel threshold marked; None when the calibration has no map scale."""
+    low, high, threshold = heat_scale(cal)
+    if low is None or high is None:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 0.9))
+    ax.imshow(np.linspace(0, 1, 256)[None], cmap="jet", aspect="auto", extent=(low, high, 0, 1))
+    if threshold is not None:
+        ax.axvline(threshold, color="white", lw=2)
+        ax.set_title(f"map value: clear below {low:.3g}; white outline above the pixel threshold {threshold:.3g}",
+                     fontsize=7)
+    ax.set_yticks([])
+    return save_figure(fig, path)
 
 
 def score_histogram(path: Path, scores: np.ndarray, labels: np.ndarray, threshold: float | None) -> Path:

@@ -54,7 +54,7 @@ def cell(value: object) -> str:
 def write_report(run_dir: Path, config: dict, metrics: dict, per_defect: dict, calibration: Calibration,
                  paths: list[str], defects: list[str], scores: np.ndarray, overlays: dict[int, Path],
                  histogram: Path, curves: Path | None = None, k: int = 6, auto: dict | None = None,
-                 auto_figure: Path | None = None) -> Path:
+                 auto_figure: Path | None = None, legend: Path | None = None) -> Path:
     """Render `run_dir/report.html` (relative links, so the folder can be moved or zipped); `auto`: an
     auto run's search record (auto.json), shown with its figure."""
     order = np.argsort(-scores)
@@ -75,6 +75,7 @@ def write_report(run_dir: Path, config: dict, metrics: dict, per_defect: dict, c
         most=[item(i) for i in order[:k]], least=[item(i) for i in order[::-1][:k]],
         table=[item(i) for i in order], config_json=json.dumps(config, indent=2), auto=auto,
         auto_figure=str(auto_figure.relative_to(run_dir)) if auto_figure is not None else "",
+        legend=str(legend.relative_to(run_dir)) if legend is not None else "",
     )
     out = run_dir / "report.html"
     io.write_text(out, html)

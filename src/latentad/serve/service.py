@@ -146,7 +146,7 @@ class Service:
             if u.preview is not None:
                 amap = pred.anomaly_maps[i] if pred.anomaly_maps is not None else None
                 buf = _io.BytesIO()
-                overlay(u.preview, amap, cal.map_low, cal.map_high).save(buf, format="PNG")
+                overlay(u.preview, amap, cal).save(buf, format="PNG")
                 row["overlay_png"] = base64.b64encode(buf.getvalue()).decode("ascii")
             out.append(row)
         with self.lock:
