@@ -38,6 +38,7 @@ class Calibration:
     min_fpr: float | None = None
     pixel_threshold: float | None = None  # a pixel above it is marked defective (masks and regions)
     pixel_fpr: float | None = None  # the share of the calibration images' normal pixels above it
+    score_median: float | None = None  # the calibration images' median score: what drift is measured against
 
     @staticmethod
     def from_normal(scores: np.ndarray, maps: np.ndarray | None, target_fpr: float, source: str) -> Calibration:
@@ -58,7 +59,7 @@ class Calibration:
                 stacklevel=2,
             )
         return Calibration(threshold_for_fpr(scores, target_fpr), target_fpr, low, high, n, source, 1.0 / (n + 1),
-                           pixel, pixel_fpr)
+                           pixel, pixel_fpr, float(np.median(scores)))
 
     def save(self, path: str | Path) -> None:
         io.write_json(path, asdict(self))

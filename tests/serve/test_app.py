@@ -116,6 +116,8 @@ def test_health_and_prometheus_metrics_count_what_happened(client, images):
     assert 'latentad_requests_total{endpoint="/predict",status="200"} 1.0' in text
     assert 'latentad_errors_total{kind="bad_request"} 1.0' in text
     assert "latentad_request_latency_seconds_bucket" in text and "latentad_images_scored_total 2.0" in text
+    assert h["drift"]["window"] == 2 and h["drift"]["z"] is not None and h["drift"]["alarm"] is False
+    assert "latentad_drift_z " in text and 'latentad_window_score_quantile{q="0.5"}' in text
 
 
 def test_an_export_folder_is_served_with_its_calibration(run, images, tmp_path):

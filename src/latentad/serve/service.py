@@ -26,6 +26,7 @@ from latentad.evaluation import input_placement, predict_batch
 from latentad.maps.regions import defect_mask, full_size, regions
 from latentad.serve.batcher import Batcher, Job
 from latentad.serve.budget import Budget, Hold, PixelCount
+from latentad.serve.drift import Drift
 
 DEFAULT_MAX_PIXELS = 40_000_000  # a 6000x6600 camera frame; a decompression bomb is far beyond
 DEFAULT_REQUEST_MPIX = 400  # pixels one request may have decoded, in megapixels (ten such frames)
@@ -83,6 +84,7 @@ class Service:
 
         self.detector, self.calibration = open_model(self.model_dir, engine, device)
         self.products = Products.of(self.model_dir, None)
+        self.drift = Drift()
         self.engine = getattr(self.detector, "engine_name", "torch")
         self.size, self.mode = input_placement(self.detector)
         self.max_pixels = max_pixels
@@ -152,6 +154,7 @@ class Service:
         with self.lock:
             self.images_scored += len(out)
             self.anomalies += sum(r["is_anomalous"] for r in out)
+        self.drift.add([r["score"] for r in out], [bool(r["is_anomalous"]) for r in out])
         return out
 
     def check_product(self, product: str | None) -> None:
@@ -201,6 +204,7 @@ class Service:
                 io.write_bytes(self.previous_path, self.calibration_path.read_bytes())
                 cal.save(self.calibration_path)
                 self.calibration = cal
+                self.drift.clear()
             answer = {"threshold": cal.image_threshold, "target_fpr": target_fpr, "n_images": cal.n_images,
                       "min_fpr": cal.min_fpr}
             if caught:
@@ -219,6 +223,7 @@ class Service:
             self.previous_path.unlink()
             io.sync_folder(self.model_dir)
             self.calibration = cal
+            self.drift.clear()
         return {"threshold": cal.image_threshold, "target_fpr": cal.target_fpr, "n_images": cal.n_images}
 
     # -- state ----------------------------------------------------------------------------------
@@ -234,6 +239,7 @@ class Service:
                     "images_scored": self.images_scored, "anomalies": self.anomalies,
                     "uptime_s": round(time.time() - self.started, 3), "input_size": list(self.detector.input_shape),
                     "localizes": self.detector.localizes,
+                    "drift": self.drift.state(self.calibration.score_median),
                     "memory": {"held_mb": round(self.budget.held / (1 << 20), 1),
                                "budget_mb": round(self.budget.limit / (1 << 20), 1)}}
 

@@ -19,6 +19,23 @@ class Telemetry:
         self.images = Counter("latentad_images_scored", "images scored", registry=self.registry)
         self.anomalies = Counter("latentad_anomalies", "images scored above the threshold", registry=self.registry)
         self.threshold = Gauge("latentad_threshold", "the image threshold in use", registry=self.registry)
+        self.window_rate = Gauge("latentad_window_anomaly_rate", "share flagged among the recent scores",
+                                 registry=self.registry)
+        self.window_quantile = Gauge("latentad_window_score_quantile", "quantiles of the recent scores",
+                                     ["q"], registry=self.registry)
+        self.drift_z = Gauge("latentad_drift_z", "sign-test statistic of recent scores against the calibration "
+                                                 "median (about N(0,1) without drift)", registry=self.registry)
+        self.drift_alarm = Gauge("latentad_drift_alarm", "1 when |drift z| exceeds its level", registry=self.registry)
+
+    def drift(self, state: dict) -> None:
+        """The drift gauges from `serve.drift.Drift.state`."""
+        if state["anomaly_rate"] is not None:
+            self.window_rate.set(state["anomaly_rate"])
+        for q, v in state["quantiles"].items():
+            self.window_quantile.labels(q).set(v)
+        if state["z"] is not None:
+            self.drift_z.set(state["z"])
+        self.drift_alarm.set(int(state["alarm"]))
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()
