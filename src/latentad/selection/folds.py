@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,12 +53,14 @@ def cached(images: ImageSet, side: int = CACHE_SIDE, progress: str | None = None
 
 
 def _defect_record(rec: Record, kind: str, seed: int, donors: list[Record]) -> Record:
-    """`rec` with one defect of `kind`, drawn from (seed, path, kind): the same whatever the order."""
+    """`rec` with one defect of `kind`, drawn from (seed, the file's last two path parts, kind): the same
+    whatever the order the images are read in and however the data folder is spelt."""
+    where = "/".join(Path(rec.path).parts[-2:]).encode()
 
     def load(*_: Any) -> tuple[np.ndarray, None]:
         image = rec.load()[0]
         image = image if image.ndim == 3 else image[:, :, None]
-        rng = np.random.default_rng([seed, zlib.crc32(rec.path.encode()), ALL_KINDS.index(kind)])
+        rng = np.random.default_rng([seed, zlib.crc32(where), ALL_KINDS.index(kind)])
         donor = donors[int(rng.integers(len(donors)))].load()[0] if kind == "graft" else None
         return add_defect(image, rng, kind, donor)[0], None
 
