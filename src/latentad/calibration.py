@@ -39,6 +39,7 @@ class Calibration:
     pixel_threshold: float | None = None  # a pixel above it is marked defective (masks and regions)
     pixel_fpr: float | None = None  # the share of the calibration images' normal pixels above it
     score_median: float | None = None  # the calibration images' median score: what drift is measured against
+    normal_scores: list[float] | None = None  # the calibration images' scores (recalibration with feedback)
 
     @staticmethod
     def from_normal(scores: np.ndarray, maps: np.ndarray | None, target_fpr: float, source: str) -> Calibration:
@@ -59,7 +60,7 @@ class Calibration:
                 stacklevel=2,
             )
         return Calibration(threshold_for_fpr(scores, target_fpr), target_fpr, low, high, n, source, 1.0 / (n + 1),
-                           pixel, pixel_fpr, float(np.median(scores)))
+                           pixel, pixel_fpr, float(np.median(scores)), [float(v) for v in scores])
 
     def save(self, path: str | Path) -> None:
         io.write_json(path, asdict(self))
@@ -70,3 +71,17 @@ class Calibration:
         if values.get("min_fpr") is None and values.get("n_images"):
             values["min_fpr"] = 1.0 / (int(values["n_images"]) + 1)  # files written before it was recorded
         return Calibration(**values)
+
+
+def with_more_normals(cal: Calibration, scores: list[float], source: str) -> Calibration:
+    """`cal` with its threshold recomputed over its own normal scores and `scores` (more good parts,
+    e.g. false alarms an operator marked); the map scale and pixel threshold stay."""
+    if not cal.normal_scores:
+        from latentad.errors import ConfigError
+
+        raise ConfigError("calibrate/feedback: this calibration keeps no normal scores (recalibrate from good "
+                          "images once first)")
+    pool = np.array([*cal.normal_scores, *scores])
+    n = len(pool)
+    return Calibration(threshold_for_fpr(pool, cal.target_fpr), cal.target_fpr, cal.map_low, cal.map_high, n, source,
+                       1.0 / (n + 1), cal.pixel_threshold, cal.pixel_fpr, float(np.median(pool)), pool.tolist())

@@ -141,3 +141,20 @@ def test_an_export_folder_is_served_with_its_calibration(run, images, tmp_path):
 def test_the_operator_page_is_served_without_a_token(client):
     r = client.get("/")
     assert r.status_code == 200 and "latentad inspection" in r.text and "/predict?map=png" in r.text
+
+
+def test_parts_marked_good_are_kept_and_recalibrate_with_undo(client, run, images):
+    before = client.get("/health").json()["threshold"]
+    bad = client.post("/calibrate/feedback", headers=AUTH)
+    assert bad.status_code == 400 and "no part has been marked good yet" in bad.text
+    high = sorted(images, key=lambda p: p.name)[-3:]
+    r = client.post("/feedback", files=files_of(high), headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"kept": 3, "total": 3}
+    index = json.loads((run / "feedback" / "feedback.json").read_text())["parts"]
+    assert [(run / "feedback" / p["file"]).read_bytes() for p in index] == [p.read_bytes() for p in high]
+    assert client.get("/health").json()["feedback"] == 3
+    r = client.post("/calibrate/feedback", headers=AUTH)
+    assert r.status_code == 200 and r.json()["marked"] == 3
+    cal = json.loads((run / "calibration.json").read_text())
+    assert cal["n_images"] == len(cal["normal_scores"]) and "3 parts an operator marked good" in cal["source"]
+    assert client.post("/calibrate/undo", headers=AUTH).json()["threshold"] == before

@@ -60,3 +60,39 @@ def test_operator_page_scores_two_uploads_and_recalibrates(server, images, data)
         assert f"{api.state.service.calibration.image_threshold:.5g}"[:4] in page.locator(".card").first.inner_text()
         browser.close()
     assert errors == []
+
+
+def test_operator_page_shows_regions_scale_drift_and_takes_a_false_alarm(server, images):
+    browser_or_skip()
+    from dataclasses import replace
+
+    from playwright.sync_api import sync_playwright
+
+    base, api = server
+    service = api.state.service
+    service.calibration = replace(service.calibration, image_threshold=-1e30)  # every part flagged
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(base + "/")
+        page.fill("#token", "s3cret")
+        page.dispatch_event("#token", "change")
+        page.set_input_files("#files", [str(images[0]), str(images[-1])])
+        page.wait_for_selector(".card:nth-child(2)", timeout=60_000)
+        assert all(t.endswith("px") or t.startswith("no region") or "region" in t
+                   for t in page.locator(".card .regions").all_inner_texts())
+        page.wait_for_function("document.getElementById('pixthr').textContent !== '?'", timeout=10_000)
+        assert float(page.inner_text("#pixthr")) == pytest.approx(service.calibration.pixel_threshold, rel=1e-3)
+        page.wait_for_function("document.querySelector('#trend polyline') !== null", timeout=10_000)
+        assert page.inner_text("#drift").startswith("z ")
+        page.locator(".markgood").first.click()
+        page.wait_for_function("document.getElementById('nfeedback').textContent === '1'", timeout=20_000)
+        assert len(service.feedback.entries()) == 1
+        page.click("#usefeedback")
+        page.wait_for_function("document.getElementById('calstatus').textContent.includes('parts marked good')",
+                               timeout=20_000)
+        browser.close()
+    assert errors == []

@@ -173,6 +173,37 @@ def create_app(model_dir: Path, token: str | None = None, max_upload_mb: float =
 
         return await answer(work, "/calibrate")
 
+    @app.post("/feedback")
+    async def feedback(files: Annotated[list[UploadFile], File()]) -> Response:
+        """Parts an operator marks good (false alarms): scored, then kept with their images."""
+        async def work(hold):
+            if len(files) > MAX_FILES:
+                raise TooLarge(f"{len(files)} files in one request, more than {MAX_FILES}")
+            raw = []
+            for i, f in enumerate(files):
+                data = await f.read(limit + 1)
+                if len(data) > limit:
+                    raise TooLarge(f"{f.filename}: over the limit of {max_upload_mb:g} MB (--max-upload-mb)")
+                raw.append((Path(f.filename or f"file{i}").name, data))
+            pixels = service.pixel_count()
+            uploads = [await run_in_threadpool(service.prepare, n, d, False, pixels, hold) for n, d in raw]
+            results = await queued(service.predict(uploads, on_done=hold.release), hold)
+            rows = rows_of(results, [u.name for u in uploads])
+            kept = [service.feedback.keep(n, d, r["score"]) for (n, d), r in zip(raw, rows, strict=True)
+                    if "error" not in r]
+            return {"kept": len(kept), "total": len(service.feedback.entries())}
+
+        return await answer(work, "/feedback")
+
+    @app.post("/calibrate/feedback")
+    async def calibrate_feedback() -> Response:
+        async def work(hold):
+            result = await run_in_threadpool(service.recalibrate_with_feedback)
+            telemetry.threshold.set(result["threshold"])
+            return result
+
+        return await answer(work, "/calibrate/feedback")
+
     @app.post("/calibrate/undo")
     async def undo() -> Response:
         async def work(hold):

@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 from latentad.serve.telemetry import Telemetry
 
 OPEN_PATHS = ("/health", "/", "/favicon.ico")
-KNOWN = {"/predict", "/calibrate", "/calibrate/undo", "/health", "/metrics", "/", "/favicon.ico"}
+KNOWN = {"/predict", "/calibrate", "/calibrate/undo", "/calibrate/feedback", "/feedback", "/health", "/metrics", "/",
+         "/favicon.ico"}
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 WILDCARD = ("0.0.0.0", "::", "")

@@ -27,6 +27,7 @@ from latentad.maps.regions import defect_mask, full_size, regions
 from latentad.serve.batcher import Batcher, Job
 from latentad.serve.budget import Budget, Hold, PixelCount
 from latentad.serve.drift import Drift
+from latentad.serve.feedback import FeedbackStore
 
 DEFAULT_MAX_PIXELS = 40_000_000  # a 6000x6600 camera frame; a decompression bomb is far beyond
 DEFAULT_REQUEST_MPIX = 400  # pixels one request may have decoded, in megapixels (ten such frames)
@@ -85,6 +86,7 @@ class Service:
         self.detector, self.calibration = open_model(self.model_dir, engine, device)
         self.products = Products.of(self.model_dir, None)
         self.drift = Drift()
+        self.feedback = FeedbackStore(self.model_dir)
         self.engine = getattr(self.detector, "engine_name", "torch")
         self.size, self.mode = input_placement(self.detector)
         self.max_pixels = max_pixels
@@ -213,6 +215,27 @@ class Service:
 
         return self.batcher.submit(Job(call=run, on_done=on_done))
 
+    def swap_calibration(self, cal: Calibration) -> None:
+        """Make `cal` the calibration, on disk (the previous one kept for undo) and in use."""
+        with self.lock:
+            io.write_bytes(self.previous_path, self.calibration_path.read_bytes())
+            cal.save(self.calibration_path)
+            self.calibration = cal
+            self.drift.clear()
+
+    def recalibrate_with_feedback(self) -> dict:
+        """The threshold over the calibration images and the parts marked good (undo restores it)."""
+        from latentad.calibration import with_more_normals
+
+        marked = self.feedback.scores()
+        if not marked:
+            raise ConfigError("calibrate/feedback: no part has been marked good yet")
+        cal = with_more_normals(self.calibration, marked, f"{self.calibration.source} + {len(marked)} parts an "
+                                                          "operator marked good")
+        self.swap_calibration(cal)
+        return {"threshold": cal.image_threshold, "target_fpr": cal.target_fpr, "n_images": cal.n_images,
+                "marked": len(marked)}
+
     def undo(self) -> dict:
         """Restore the calibration the last `/calibrate` replaced (once)."""
         with self.lock:
@@ -229,6 +252,8 @@ class Service:
     # -- state ----------------------------------------------------------------------------------
     def health(self) -> dict:
         """What a probe may see without a token: no path on the server."""
+        from latentad.report.figures import heat_scale
+
         self.batcher.ensure_alive()
         alive = self.batcher.alive
         with self.lock:
@@ -240,6 +265,10 @@ class Service:
                     "uptime_s": round(time.time() - self.started, 3), "input_size": list(self.detector.input_shape),
                     "localizes": self.detector.localizes,
                     "drift": self.drift.state(self.calibration.score_median),
+                    "feedback": len(self.feedback.entries()), "heat": dict(zip(("clear_below", "top",
+                                                                                "pixel_threshold"),
+                                                                               heat_scale(self.calibration),
+                                                                               strict=True)),
                     "memory": {"held_mb": round(self.budget.held / (1 << 20), 1),
                                "budget_mb": round(self.budget.limit / (1 << 20), 1)}}
 
