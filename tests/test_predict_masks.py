@@ -77,3 +77,17 @@ def test_heat_maps_are_clear_below_the_normal_quantile_and_outline_the_pixel_dec
     hot[5:15, 5:15] = 3.0
     out = np.asarray(overlay(image, hot, cal))
     assert (out[0, 0] == 100).all() and (out == 255).all(axis=2).any()  # clear outside, outlined inside
+
+
+def test_an_exported_model_writes_the_same_masks_and_regions(run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    out, root = run
+    exp = tmp_path / "exp"
+    assert runner.invoke(app, ["export", "--run", str(out), "--out", str(exp)]).exit_code == 0
+    for src, name in ((out, "t"), (exp, "o")):
+        res = runner.invoke(app, ["predict", "--run", str(src), "--out", str(tmp_path / name), "--overlays", "none",
+                                  str(root / "test")])
+        assert res.exit_code == 0, res.output
+    t, o = (list(csv.DictReader(open(tmp_path / n / "regions.csv"))) for n in ("t", "o"))
+    assert [(r["path"], r["x"], r["y"], r["area_px"]) for r in t] == [(r["path"], r["x"], r["y"], r["area_px"])
+                                                                      for r in o]
