@@ -45,3 +45,12 @@ def test_hard_mining_scales_the_gradient_of_easy_tokens(fitted):
 def test_bad_layer_groups_are_refused_by_name(options, message):
     with pytest.raises(ConfigError, match=message):
         create("dinomaly", **options)
+
+
+def test_embed_gives_the_grids_the_analysis_reads(fitted):
+    from latentad.analysis.latents import grid_of, image_vectors
+
+    split, det = fitted
+    lat = det.embed(split.test)
+    assert lat["patches"].shape == (len(split.test), 384, 4, 4) and lat["bottleneck"].shape == lat["patches"].shape
+    assert grid_of(lat)[0] == "patches" and image_vectors(lat)[1].shape == (len(split.test), 384)

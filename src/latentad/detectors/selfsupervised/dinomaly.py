@@ -217,6 +217,21 @@ class Dinomaly(TrainableDetector):
         amap = F.interpolate(d, size=self.input_shape, mode="bilinear", align_corners=False)[:, 0]
         return gaussian_blur(amap, self.config.sigma) if self.config.sigma > 0 else amap
 
+    def embed(self, images) -> dict[str, torch.Tensor]:
+        """"patches": the encoder layers' mean (N, C, h, w), the space the decoder reconstructs (what
+        `latentad analyze` reads); "bottleneck": the noisy bottleneck's output grid (dropout off)."""
+        self.require_fitted()
+        patches, neck = [], []
+        with torch.inference_mode():
+            for x in self.iter_batches(images):
+                feats = self.encode(x)
+                b, (h, w) = feats.shape[0], feats.shape[-2:]
+                tokens = feats.view(b, len(self.config.layers), WIDTH, -1)
+                patches.append(tokens.mean(1).view(b, WIDTH, h, w).cpu())
+                z = self.model.bottleneck(tokens.transpose(2, 3).mean(1))
+                neck.append(z.transpose(1, 2).reshape(b, WIDTH, h, w).cpu())
+        return {"patches": torch.cat(patches), "bottleneck": torch.cat(neck)}
+
     def image_score(self, amap: torch.Tensor) -> torch.Tensor:
         flat = amap.flatten(1)
         k = max(1, int(self.config.top_fraction * flat.shape[1]))
