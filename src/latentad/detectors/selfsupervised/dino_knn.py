@@ -6,7 +6,7 @@ built for the few normal images a new line has.
    distance is the paper's cosine distance. The paper reads the last block; here block 6 by default,
    chosen among blocks 6, 9 and 12 by pixel AUROC on a validation split of bottle's normal training
    images with synthetic defects (`fit --tune`; docs/RESULTS.md). These weights come from a saliency
-   model, whose last blocks may lean towards saliency. `--preset paper`: the last block.
+   model, whose last blocks may lean towards saliency. `--preset paper_recipe`: the last block.
 2. Memory bank: every patch of the normal images (no coreset), and with few images (fewer than
    `rotate_below`) their copies rotated by 90, 180 and 270 degrees, as the paper augments its
    reference samples. Beyond `max_candidates` patches a seeded random subset is kept (CPU memory).
@@ -61,9 +61,9 @@ class DinoKNN(PatchCore):
     family = "selfsupervised"
     Config = DinoKNNConfig
     map_statistic = "top:0.01"
-    preset_notes = {"paper": "the paper's last block (block12) instead of block6",
+    preset_notes = {"paper_recipe": "the paper's last block (block12) instead of block6",
                     "paper_672": "the paper's last block at its larger resolution, 672 px (slow on a CPU)"}
-    presets: dict[str, dict[str, Any]] = {"paper": {"levels": ("block12",)},
+    presets: dict[str, dict[str, Any]] = {"paper_recipe": {"levels": ("block12",)},
                                           "paper_672": {"levels": ("block12",), "image_size": 672}}
 
     def patch_grid(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:

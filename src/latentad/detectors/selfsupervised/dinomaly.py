@@ -132,8 +132,8 @@ class Dinomaly(TrainableDetector):
     family = "selfsupervised"
     Config = DinomalyConfig
     map_scored = False
-    preset_notes = {"paper": "the paper's decoder of 8 blocks (slow on a CPU)"}
-    presets: dict[str, dict[str, Any]] = {"paper": {"depth": 8}}
+    preset_notes = {"paper_recipe": "the paper's decoder of 8 blocks (slow on a CPU)"}
+    presets: dict[str, dict[str, Any]] = {"paper_recipe": {"depth": 8}}
 
     def __init__(self, config: DinomalyConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
