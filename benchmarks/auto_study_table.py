@@ -78,6 +78,16 @@ def main() -> None:
         cands = tasks[task]
         return max(c["test"] for c in cands.values()) - cands[choose(task, v)]["test"]
 
+    print("The shipped criterion (all kinds, the best mean; fixed before the study):\n")
+    print("| task | chosen | its test | oracle | oracle test | regret | validation-test Spearman |")
+    print("|---|---|---|---|---|---|---|")
+    for t in names:
+        cands = tasks[t]
+        chosen, oracle = choose(t, (kinds, "best")), max(cands, key=lambda c: cands[c]["test"])
+        rho = spearmanr([criterion(cands[c]["folds"], kinds) for c in cands], [cands[c]["test"] for c in cands])[0]
+        print(f"| {t} | {chosen} | {cands[chosen]['test']:.4f} | {oracle} | {cands[oracle]['test']:.4f} | "
+              f"{regret(t, (kinds, 'best')):.4f} | {rho:.2f} |")
+    print("\nKinds and rule chosen on the other tasks (leave one task out):\n")
     print("| task | chosen (LOO criterion) | its test | oracle | oracle test | regret | Spearman (all kinds) "
           "| kinds chosen on the other tasks |")
     print("|---|---|---|---|---|---|---|---|")
@@ -109,7 +119,7 @@ def fusion_table(tasks: dict, names: list[str], kinds: tuple[str, ...], choose) 
     noise; the fusion's test AUROC from the stored test scores, standardised as the ensemble does."""
     print("\n| task | best single (val) | partner | fusion kept | test: single / fusion / oracle single |")
     print("|---|---|---|---|---|")
-    deltas = []
+    deltas, policy = [], {}  # policy[task] = regret (oracle single minus what is used) never / rule / always
     for t in names:
         cands = tasks[t]
         best = choose(t)
@@ -131,10 +141,18 @@ def fusion_table(tasks: dict, names: list[str], kinds: tuple[str, ...], choose) 
         oracle = max(c["test"] for c in cands.values())
         used = fused if out["kept"] else cands[best]["test"]
         deltas.append(used - cands[best]["test"])
+        policy[t] = {"never": oracle - cands[best]["test"], "rule": oracle - used, "always": oracle - fused}
         print(f"| {t} | {best} | {others[0]} | {'yes' if out['kept'] else 'no'} (w {w:.2f}) | "
               f"{cands[best]['test']:.4f} / {fused:.4f} / {oracle:.4f} |")
     if deltas:
         print(f"\nfusion rule: mean test change {np.mean(deltas):+.4f} over {len(deltas)} tasks")
+        for name in ("never", "rule", "always"):
+            r = [policy[t][name] for t in policy]
+            print(f"fusion policy {name}: mean regret {np.mean(r):.4f}, max {np.max(r):.4f} over {len(r)} tasks")
+        loo = [policy[t][min(("never", "rule", "always"),
+                             key=lambda n: np.mean([policy[o][n] for o in policy if o != t]))] for t in policy]
+        print(f"fusion policy chosen on the other tasks (leave one task out): mean regret {np.mean(loo):.4f}, "
+              f"max {np.max(loo):.4f}")
 
 
 if __name__ == "__main__":
