@@ -11,3 +11,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_test_images(monkeypatch):
+    """Make `latentad.runs.open_split` hand out test sets whose images raise when read: a fit that
+    reads a test image fails."""
+    from dataclasses import replace
+
+    import latentad.runs as runs
+    from latentad.data.base import Record
+
+    opened = runs.open_split
+
+    def guarded(*args, **kwargs):
+        split = opened(*args, **kwargs)
+
+        def refuse(*_):
+            raise AssertionError("a test image was read during fit")
+
+        test = replace(split.test, records=[Record(r.path, r.label, r.defect_type, refuse) for r in split.test.records])
+        return replace(split, test=test)
+
+    monkeypatch.setattr(runs, "open_split", guarded)

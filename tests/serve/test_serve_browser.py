@@ -25,6 +25,21 @@ def browser_or_skip():
         pytest.skip(missing)
 
 
+def upload_two(p, base: str, images, errors: list[str]):
+    """A browser page on the operator page, logged in, after uploading two images (both cards shown);
+    console errors go to `errors`."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+    page = browser.new_page()
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(base + "/")
+    page.fill("#token", "s3cret")
+    page.dispatch_event("#token", "change")
+    page.set_input_files("#files", [str(images[0]), str(images[-1])])
+    page.wait_for_selector(".card:nth-child(2)", timeout=60_000)
+    return browser, page
+
+
 def test_operator_page_scores_two_uploads_and_recalibrates(server, images, data):
     browser_or_skip()
     from playwright.sync_api import sync_playwright
@@ -32,15 +47,7 @@ def test_operator_page_scores_two_uploads_and_recalibrates(server, images, data)
     base, api = server
     errors: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page()
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(base + "/")
-        page.fill("#token", "s3cret")
-        page.dispatch_event("#token", "change")
-        page.set_input_files("#files", [str(images[0]), str(images[-1])])
-        page.wait_for_selector(".card:nth-child(2)", timeout=60_000)
+        browser, page = upload_two(p, base, images, errors)
         cards = page.locator(".card")
         assert cards.count() == 2
         verdicts = page.locator(".card .verdict").all_inner_texts()
@@ -73,15 +80,7 @@ def test_operator_page_shows_regions_scale_drift_and_takes_a_false_alarm(server,
     service.calibration = replace(service.calibration, image_threshold=-1e30)  # every part flagged
     errors: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page()
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(base + "/")
-        page.fill("#token", "s3cret")
-        page.dispatch_event("#token", "change")
-        page.set_input_files("#files", [str(images[0]), str(images[-1])])
-        page.wait_for_selector(".card:nth-child(2)", timeout=60_000)
+        browser, page = upload_two(p, base, images, errors)
         assert all(t.endswith("px") or t.startswith("no region") or "region" in t
                    for t in page.locator(".card .regions").all_inner_texts())
         page.wait_for_function("document.getElementById('pixthr').textContent !== '?'", timeout=10_000)
