@@ -18,7 +18,15 @@ SMALL = {
     "vqvae_ssim": {"n_down": 3, "width": 16, "code_dim": 16, "codebook_size": 32, **TRAINED},
     "vqvae_ssim_am": {"n_down": 3, "width": 16, "code_dim": 16, "codebook_size": 32, **TRAINED},
     "simplenet": {"steps": 40},
+    "dinomaly": {"epochs": 3, "batch_size": 8},
 }
+# the DINOv2 methods take sides that are multiples of its 14-pixel patch: their own shapes
+VIT = {"dino_knn", "dinomaly"}
+
+
+def shapes(method: str) -> tuple[tuple[int, int], int]:
+    """(non-square input shape, tile side) for `method`."""
+    return ((42, 98), 28) if method in VIT else ((48, 96), 32)
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +54,18 @@ def _check(det, split, shape, raw_shape):
 
 @pytest.mark.parametrize("method", available_methods())
 def test_every_method_on_non_square_images(method, strip):
-    det = create(method, image_size=(48, 96), **SMALL.get(method, {})).fit(strip.train)
-    assert det.input_shape == (48, 96)
-    _check(det, strip, (48, 96), (48, 96))
+    shape, _ = shapes(method)
+    det = create(method, image_size=shape, **SMALL.get(method, {})).fit(strip.train)
+    assert det.input_shape == shape
+    _check(det, strip, shape, shape)
 
 
 @pytest.mark.parametrize("method", available_methods())
 def test_every_method_on_tiles(method, strip, tmp_path):
-    det = create(method, tile=32, tile_overlap=8, **SMALL.get(method, {})).fit(strip.train)
-    assert det.input_shape == (32, 32) and det.config.tile == 32
-    _check(det, strip, (32, 32), (48, 96))  # evaluated on a one-tile grid; stitched at each image's own size
+    _, tile = shapes(method)
+    det = create(method, tile=tile, tile_overlap=8, **SMALL.get(method, {})).fit(strip.train)
+    assert det.input_shape == (tile, tile) and det.config.tile == tile
+    _check(det, strip, (tile, tile), (48, 96))  # evaluated on a one-tile grid; stitched at each image's own size
     det.save(tmp_path / "m")
     again = Detector.load(tmp_path / "m")
     np.testing.assert_allclose(again.predict(strip.test).image_scores, det.predict(strip.test).image_scores,
