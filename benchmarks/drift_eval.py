@@ -31,11 +31,11 @@ def scores_of(det, images: torch.Tensor) -> np.ndarray:
         return det.predict(images).image_scores
 
 
-def watch(scores: np.ndarray, median: float) -> list[bool]:
+def watch(scores: np.ndarray, median: float, reference: list[float]) -> list[bool]:
     d, alarms = Drift(), []
     for s in scores:
         d.add([float(s)], [False])
-        alarms.append(d.state(median)["alarm"])
+        alarms.append(d.state(median, reference)["alarm"])
     return alarms
 
 
@@ -63,7 +63,7 @@ def main() -> None:
     for _ in range(args.repeats):
         order = rng.permutation(len(normal))
         stream = np.concatenate([normal[order]] * max(1, (args.shift_at * 2) // len(normal) + 1))[: args.shift_at * 2]
-        alarms = watch(stream, cal.score_median)[Drift().min_images:]
+        alarms = watch(stream, cal.score_median, cal.normal_scores)[Drift().min_images:]
         rates.append(float(np.mean(alarms)))
         episodes += int(np.sum(np.diff(np.r_[0, np.array(alarms, int)]) == 1))
         n = args.shift_at * 2
@@ -73,7 +73,7 @@ def main() -> None:
                                                                                        dtype=torch.float32)[:, None,
                                                                                                            None, None])
                                   for i in range(0, n, 64)])
-        alarms = watch(shifted, cal.score_median)
+        alarms = watch(shifted, cal.score_median, cal.normal_scores)
         first = next((i for i in range(args.shift_at, n) if alarms[i]), None)
         delays.append(None if first is None else first - args.shift_at)
     line = {"data": args.data, "method": args.method, "stream_images": int(len(normal)), "repeats": args.repeats,

@@ -219,7 +219,7 @@ def create_app(model_dir: Path, token: str | None = None, max_upload_mb: float =
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        telemetry.drift(service.drift.state(service.calibration.score_median))
+        telemetry.drift(service.drift.state(service.calibration.score_median, service.calibration.normal_scores))
         return Response(telemetry.text(), media_type="text/plain; version=0.0.4")
 
     page = resources.files("latentad.serve").joinpath("templates/operator.html").read_text()

@@ -1,10 +1,12 @@
 """Watching the line's scores drift before the false alarms pile up.
 
-The service keeps the last `window` image scores. Its drift statistic is a sign test against the
-calibration: under no drift, half of the scores of normal parts lie above the calibration images'
-median score, so the count k above it among n recent scores is Binomial(n, 1/2) and
-z = (k - n/2) / sqrt(n/4) is about standard normal. Lighting, a new batch of material or a camera
-shift moves every score and z with them; a few true defects move it little. The alarm is raised when
+The service keeps the last `window` image scores. Its drift statistic compares them with the
+calibration images' scores (kept in calibration.json) by the Mann-Whitney rank test: z, the
+standardised U statistic, is about standard normal while the line looks like its calibration, whatever
+the scores' scale, and it accounts for how few calibration images there are (a sign test against their
+median alone did not: it alarmed on 30 % of a normal stream, docs/RESULTS.md). Lighting, a new batch of
+material or a camera shift moves every score and z with them; a few true defects move it little.
+Calibrations without stored scores fall back to that sign test against their median. The alarm is raised when
 |z| exceeds `level` (default 4: a false alarm about once in 16,000 independent windows) with at least
 `min_images` scores in the window.
 """
@@ -46,8 +48,9 @@ class Drift:
             self.scores.clear()
             self.flags.clear()
 
-    def state(self, median: float | None) -> dict:
-        """The window's anomaly rate, score quantiles, the drift statistic z and whether it alarms."""
+    def state(self, median: float | None, reference: list[float] | None = None) -> dict:
+        """The window's anomaly rate, score quantiles, the drift statistic z (against the calibration
+        scores `reference`, else their `median`) and whether it alarms."""
         with self.lock:
             s = np.array(self.scores)
             n = len(s)
@@ -55,8 +58,22 @@ class Drift:
         out = {"window": n, "anomaly_rate": rate, "level": self.level,
                "quantiles": {q: float(np.quantile(s, float(q))) for q in ("0.5", "0.9", "0.99")} if n else {},
                "z": None, "alarm": False}
-        if n and median is not None:
+        if n and reference:
+            z = rank_z(s, np.asarray(reference, dtype=np.float64))
+            out.update(z=z, alarm=bool(n >= self.min_images and abs(z) > self.level))
+        elif n and median is not None:
             k = float(np.sum(s > median))
             z = (k - n / 2) / np.sqrt(n / 4)
             out.update(z=float(z), alarm=bool(n >= self.min_images and abs(z) > self.level))
         return out
+
+
+def rank_z(window: np.ndarray, reference: np.ndarray) -> float:
+    """The Mann-Whitney U of `window` against `reference`, standardised (positive: the window scores
+    higher); ties count one half."""
+    from scipy.stats import rankdata
+
+    n1, n2 = len(window), len(reference)
+    ranks = rankdata(np.r_[window, reference])
+    u = ranks[:n1].sum() - n1 * (n1 + 1) / 2
+    return float((u - n1 * n2 / 2) / np.sqrt(n1 * n2 * (n1 + n2 + 1) / 12))

@@ -264,7 +264,7 @@ class Service:
                     "images_scored": self.images_scored, "anomalies": self.anomalies,
                     "uptime_s": round(time.time() - self.started, 3), "input_size": list(self.detector.input_shape),
                     "localizes": self.detector.localizes,
-                    "drift": self.drift.state(self.calibration.score_median),
+                    "drift": self.drift.state(self.calibration.score_median, self.calibration.normal_scores),
                     "feedback": len(self.feedback.entries()), "heat": dict(zip(("clear_below", "top",
                                                                                 "pixel_threshold"),
                                                                                heat_scale(self.calibration),
