@@ -4,7 +4,7 @@ The service keeps the last `window` image scores. Its drift statistic compares t
 calibration images' scores (kept in calibration.json) by the Mann-Whitney rank test: z, the
 standardised U statistic, is about standard normal while the line looks like its calibration, whatever
 the scores' scale, and it accounts for how few calibration images there are (a sign test against their
-median alone did not: it alarmed on 30 % of a normal stream, docs/RESULTS.md). Lighting, a new batch of
+median alone does not, and alarmed far too often on normal streams: docs/RESULTS.md). Lighting, a new batch of
 material or a camera shift moves every score and z with them; a few true defects move it little.
 Calibrations without stored scores fall back to that sign test against their median. The alarm is raised when
 |z| exceeds `level` (default 4: a false alarm about once in 16,000 independent windows) with at least
