@@ -2,9 +2,11 @@
 
 Fits RUN (patchcore on DATA) unless it exists, times `latentad predict --overlays none` on DATA's
 test images (offline throughput, best of 2), then starts `latentad serve` on loopback with a token
-and runs CLIENTS concurrent clients for SECONDS, once with good images only and once with a share
-of them truncated (each must be refused with 400); every good answer must carry the score `predict`
-gave the same file (relative 1e-4). Prints one JSON line per phase.
+and runs CLIENTS concurrent clients for SECONDS per phase: good images with no pixel decisions in
+the answers (`?masks=none`), with regions (the default), with regions and each defect mask as a PNG
+(`?masks=png`), and with a share of the uploads truncated (each must be refused with 400); every
+good answer must carry the score `predict` gave the same file (relative 1e-4). Prints one JSON line
+per phase.
 
     .venv/bin/python benchmarks/serve_load.py --data ../shared/data/mvtec_ad/bottle --clients 8 --seconds 60
 """
@@ -68,9 +70,12 @@ def main() -> None:
                 time.sleep(0.5)
         images = [(f"{f.parent.name}_{f.name}", f.read_bytes()) for f in files]
         run_load(base, images[:8], 2, 3.0, "bench")  # warm-up, not reported
-        for share in (0.0, args.corrupt_share):
-            report = run_load(base, images, args.clients, args.seconds, "bench", share, expected=expected)
-            row = {"phase": "good only" if share == 0 else f"{share:.0%} corrupt", **report.summary(),
+        phases = [("good, no masks", 0.0, "masks=none"), ("good, regions", 0.0, ""),
+                  ("good, regions + mask PNG", 0.0, "masks=png"),
+                  (f"{args.corrupt_share:.0%} corrupt", args.corrupt_share, "")]
+        for phase, share, query in phases:
+            report = run_load(base, images, args.clients, args.seconds, "bench", share, expected=expected, query=query)
+            row = {"phase": phase, **report.summary(),
                    "scores_equal_predict": report.good_scored == report.good_sent,
                    "offline_predict_img_s": round(offline_img_s, 2),
                    "ratio_to_offline": round(report.good_scored / report.seconds / offline_img_s, 3),

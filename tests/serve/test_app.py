@@ -55,6 +55,21 @@ def test_scores_equal_predict_in_upload_order_with_overlays(client, run, images,
     assert "overlay_png" not in client.post("/predict", files=files_of(images[:1]), headers=AUTH).json()["results"][0]
 
 
+def test_masks_in_the_answer_equal_predicts_and_can_be_left_out(client, run, images, tmp_path):
+    res = CliRunner().invoke(cli, ["predict", "--run", str(run), "--out", str(tmp_path / "p"), "--overlays", "none",
+                                   *map(str, images[:2])])
+    assert res.exit_code == 0, res.output
+    written = sorted((tmp_path / "p" / "masks").glob("*.png"))
+    got = client.post("/predict?masks=png", files=files_of(images[:2]), headers=AUTH).json()["results"]
+    for g, path in zip(got, written, strict=True):
+        served = np.asarray(Image.open(io.BytesIO(base64.b64decode(g["mask_png"]))))
+        assert np.array_equal(served, np.asarray(Image.open(path))) and "regions" in g
+    bare = client.post("/predict?masks=none", files=files_of(images[:1]), headers=AUTH).json()["results"][0]
+    assert "regions" not in bare and "mask_png" not in bare and "score" in bare
+    r = client.post("/predict?masks=jpeg", files=files_of(images[:1]), headers=AUTH)
+    assert r.status_code == 400 and "masks='jpeg'" in r.json()["detail"]
+
+
 def test_bad_requests_get_their_4xx_and_one_line(client, data):
     good = sorted(data.glob("test/good/*.png"))[0].read_bytes()
     one = [("files", ("a.png", good, "application/octet-stream"))]

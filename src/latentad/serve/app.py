@@ -40,6 +40,7 @@ from latentad.serve.service import DEFAULT_BUDGET_MB, DEFAULT_MAX_PIXELS, DEFAUL
 from latentad.serve.telemetry import Telemetry
 
 MAX_FILES = 256  # files in one request
+MASK_CHOICES = ("none", "regions", "png")  # /predict?masks=: pixel decisions left out, regions, regions + mask PNG
 DEFAULT_REQUEST_MB = 128.0  # body of one request
 log = logging.getLogger("latentad.serve")
 
@@ -145,9 +146,12 @@ def create_app(model_dir: Path, token: str | None = None, max_upload_mb: float =
             overlays = request.query_params.get("map") == "png"
             product = request.query_params.get("product")  # a multi-class run: whose threshold applies
             service.check_product(product)
+            masks = request.query_params.get("masks", "regions")
+            if masks not in MASK_CHOICES:
+                raise ConfigError(f"masks={masks!r}: expected one of {', '.join(MASK_CHOICES)}")
             uploads = await read_uploads(files, overlays, hold)
             for u in uploads:
-                u.product = product
+                u.product, u.masks = product, masks
             results = await queued(service.predict(uploads, on_done=hold.release), hold)
             rows = rows_of(results, [u.name for u in uploads])
             scored = [r for r in rows if "error" not in r]

@@ -73,10 +73,11 @@ def same_score(got: float, want: float | None) -> bool:
 
 
 def run_load(base: str, images: list[tuple[str, bytes]], clients: int, seconds: float, token: str | None = None,
-             corrupt_share: float = 0.0, seed: int = 0, expected: dict[str, float] | None = None) -> LoadReport:
+             corrupt_share: float = 0.0, seed: int = 0, expected: dict[str, float] | None = None,
+             query: str = "") -> LoadReport:
     """Each client posts one image per request, drawn in turn from `images` (a share truncated to a
     third of its bytes), until `seconds` have passed; every answer is checked, scores against
-    `expected` (name -> score) when given."""
+    `expected` (name -> score) when given. `query` is appended to /predict (e.g. "masks=png")."""
     expected = expected or {}
     report = LoadReport(clients, seconds)
     lock = threading.Lock()
@@ -93,7 +94,7 @@ def run_load(base: str, images: list[tuple[str, bytes]], clients: int, seconds: 
                 name, data = f"corrupt_{name}", data[: len(data) // 3]
             t0 = time.perf_counter()
             try:
-                status, out = post(base + "/predict", [(name, data)], token)
+                status, out = post(base + "/predict" + (f"?{query}" if query else ""), [(name, data)], token)
             except OSError as exc:
                 status, out = -1, str(exc).encode()
             dt = time.perf_counter() - t0

@@ -47,10 +47,26 @@ class Upload:
     orig_size: tuple[int, int]
     preview: np.ndarray | None = None
     product: str | None = None  # a multi-class run: the product named with the upload
+    masks: str = "regions"  # pixel decisions in the answer: "none", "regions", or "png" (regions + the mask)
 
     @property
     def nbytes(self) -> int:
         return self.tensor.numel() * self.tensor.element_size() + (0 if self.preview is None else self.preview.nbytes)
+
+
+def pixel_decisions(amap: np.ndarray, size: tuple[int, int], threshold: float, with_png: bool) -> dict:
+    """The answer's pixel decisions: regions at the calibrated pixel threshold, and with `with_png` the
+    defect mask itself (PNG, 0 / 255, at the image's own size, base64) as `predict` writes it."""
+    from PIL import Image
+
+    full = full_size(amap, size)
+    mask = defect_mask(full, threshold)
+    out = {"regions": regions(mask, full), "pixel_threshold": float(threshold)}
+    if with_png:
+        buf = _io.BytesIO()
+        Image.fromarray((mask * 255).astype(np.uint8)).save(buf, format="PNG")
+        out["mask_png"] = base64.b64encode(buf.getvalue()).decode("ascii")
+    return out
 
 
 def shrink(image: np.ndarray, side: int) -> np.ndarray:
@@ -143,10 +159,8 @@ class Service:
                    "threshold": float(cal.image_threshold)}
             if name is not None:  # a multi-class run: whose threshold judged it
                 row.update(category=name, routed="given" if u.product else "inferred")
-            if pred.anomaly_maps is not None and cal.pixel_threshold is not None:  # pixel decisions
-                full = full_size(pred.anomaly_maps[i], u.orig_size)
-                row["regions"] = regions(defect_mask(full, cal.pixel_threshold), full)
-                row["pixel_threshold"] = float(cal.pixel_threshold)
+            if u.masks != "none" and pred.anomaly_maps is not None and cal.pixel_threshold is not None:
+                row.update(pixel_decisions(pred.anomaly_maps[i], u.orig_size, cal.pixel_threshold, u.masks == "png"))
             if u.preview is not None:
                 amap = pred.anomaly_maps[i] if pred.anomaly_maps is not None else None
                 buf = _io.BytesIO()
