@@ -111,6 +111,7 @@ def main() -> None:
         alone = np.mean([regret(t, ((k,), "best")) for t in names])
         print(f"kind {k}: mean Spearman {np.nanmean(rhos):.2f}, mean regret alone {alone:.4f}")
     fusion_table(tasks, names, kinds, lambda t: choose(t, (kinds, "best")))
+    procedures_table(tasks, names, kinds)
 
 
 def fusion_table(tasks: dict, names: list[str], kinds: tuple[str, ...], choose) -> None:
@@ -153,6 +154,59 @@ def fusion_table(tasks: dict, names: list[str], kinds: tuple[str, ...], choose) 
                              key=lambda n: np.mean([policy[o][n] for o in policy if o != t]))] for t in policy]
         print(f"fusion policy chosen on the other tasks (leave one task out): mean regret {np.mean(loo):.4f}, "
               f"max {np.max(loo):.4f}")
+
+
+def fused_test(cands: dict, members: list[str]) -> float:
+    """Test image AUROC of the equal-weight fusion of `members`, each standardised by the mean and
+    standard deviation of its held-out normal validation scores (as `ensemble` does)."""
+    rows = [cands[m]["row"] for m in members]
+    z = [(np.array(r["test_scores"]) - np.mean(r["normal"])) / (np.std(r["normal"]) + 1e-12) for r in rows]
+    return float(roc_auc_score(rows[0]["test_labels"], np.mean(z, 0)))
+
+
+def procedures_table(tasks: dict, names: list[str], kinds: tuple[str, ...]) -> None:
+    """Selection procedures compared by regret (the best single candidate's test AUROC minus what the
+    procedure gives), then the procedure chosen on the other tasks applied to each task (leave one
+    task out): the figure a new data set would see. `fuse_all` is what `fit --method auto` ships."""
+    def ranked(cands):
+        return sorted(cands, key=lambda c: (-criterion(cands[c]["folds"], kinds), ORDER[c]))
+
+    def families(cands):  # the best of each family by the criterion
+        firsts: dict[str, str] = {}
+        for c in ranked(cands):
+            firsts.setdefault(FAMILY.get(c, "pretrained"), c)
+        return list(firsts.values())
+
+    procs = {"best_single": lambda c: ranked(c)[:1], "fuse_top2": lambda c: ranked(c)[:2],
+             "fuse_top3": lambda c: ranked(c)[:3], "fuse_best_per_family": families,
+             "fuse_all": lambda c: sorted(c)}
+    gives = {t: {p: fused_test(tasks[t], f(tasks[t])) if len(f(tasks[t])) > 1 else tasks[t][f(tasks[t])[0]]["test"]
+                 for p, f in procs.items()} for t in names}
+    oracle = {t: max(c["test"] for c in tasks[t].values()) for t in names}
+    regret = {t: {p: oracle[t] - g for p, g in gives[t].items()} for t in names}
+    print("\nProcedures, in-sample regret (mean / max over tasks):\n")
+    for p in procs:
+        r = [regret[t][p] for t in names]
+        print(f"- {p}: mean {np.mean(r):.4f}, max {np.max(r):.4f}")
+    print("\nThe procedure chosen on the other tasks (lowest mean regret there), applied to each task:\n")
+    print("| task | procedure (chosen without it) | its test | oracle single | oracle test | regret "
+          "| validation-test Spearman |")
+    print("|---|---|---|---|---|---|---|")
+    loo = []
+    for t in names:
+        p = min(procs, key=lambda q: np.mean([regret[o][q] for o in names if o != t]))
+        cands = tasks[t]
+        best = max(cands, key=lambda c: cands[c]["test"])
+        rho = spearmanr([criterion(cands[c]["folds"], kinds) for c in cands], [cands[c]["test"] for c in cands])[0]
+        loo.append(regret[t][p])
+        print(f"| {t} | {p} | {gives[t][p]:.4f} | {best} | {oracle[t]:.4f} | {regret[t][p]:.4f} | {rho:.2f} |")
+    print(f"\nleave one task out: mean regret {np.mean(loo):.4f}, max {np.max(loo):.4f} over {len(names)} tasks "
+          "(negative: the fusion beat every single candidate)")
+    print("\nThe fusion of all with candidates missing (what a short budget leaves out):\n")
+    everyone = sorted(next(iter(tasks.values())))
+    for drop in [(c,) for c in everyone] + [("patchcore_dinov2", "ssl_gaussian")]:
+        r = [oracle[t] - fused_test(tasks[t], [c for c in sorted(tasks[t]) if c not in drop]) for t in names]
+        print(f"- without {' and '.join(drop)}: mean {np.mean(r):.4f}, max {np.max(r):.4f}")
 
 
 if __name__ == "__main__":

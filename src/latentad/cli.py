@@ -81,6 +81,9 @@ def fit(
                                                     "(600, 90s, 10m, 1h; default 10m)")] = None,
     candidates: Annotated[str | None, typer.Option(help="--method auto: the candidates to choose among, "
                                                         "comma-separated (default: the whole portfolio)")] = None,
+    fusion: Annotated[str | None, typer.Option(help="--method auto: 'all' (default) fuses every candidate fitted "
+                                                    "in the budget, equal weights; 'best' keeps the best by "
+                                                    "validation (faster to predict)")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file of fit's flags (key = value, e.g. method = "
                                                      "\"padim\"); flags given on the command line win")] = None,
 ) -> None:

@@ -97,12 +97,15 @@ def auto_options(values: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{flag}: does not apply to --method auto (each candidate keeps its own options)")
     parse_candidates(values.get("candidates"))  # an unknown name refused before anything is read
     budget = parse_duration(values.get("budget"), "--budget")
-    return {"budget": DEFAULT_BUDGET if budget is None else budget, "candidates": values.get("candidates")}
+    options = {"budget": DEFAULT_BUDGET if budget is None else budget, "candidates": values.get("candidates")}
+    if values.get("fusion") is not None:
+        options["fusion"] = values["fusion"]
+    return options
 
 
 def method_flags(values: dict[str, Any]) -> None:
-    """--budget and --candidates belong to --method auto only: refused elsewhere, not ignored."""
-    for flag, key in (("--budget", "budget"), ("--candidates", "candidates")):
+    """--budget, --candidates and --fusion belong to --method auto only: refused elsewhere, not ignored."""
+    for flag, key in (("--budget", "budget"), ("--candidates", "candidates"), ("--fusion", "fusion")):
         if values.get(key) is not None and values.get("method") != "auto":
             raise ConfigError(f"{flag}: applies only to --method auto")
 

@@ -124,7 +124,8 @@ def test_fit_auto_records_its_choice_never_reads_a_test_image_and_becomes_that_d
                  0.1, None)
     record = json.loads((out / "auto.json").read_text())
     config = json.loads((out / "config.json").read_text())
-    assert record["chosen"]["name"] in ("gaussian", "padim") and config["method"] == "auto"
+    assert record["chosen"]["name"] == "ensemble(gaussian+padim)" and config["method"] == "auto"
+    assert record["fusion_mode"] == "all" and record["ensemble"]["weights"] == [0.5, 0.5]
     assert config["auto"]["became"]["name"] == record["chosen"]["name"]
     assert json.loads((out / "model" / "detector.json").read_text())["method"] == record["chosen"]["method"]
     assert {r["name"] for r in record["candidates"]} == {"gaussian", "padim"}
@@ -142,11 +143,16 @@ def test_cli_auto_fit_evaluate_predict_and_the_report(data, tmp_path):
     res = runner.invoke(app, ["evaluate", "--run", str(out), "--json"])
     assert res.exit_code == 0, res.output
     shown = json.loads(res.output.strip().splitlines()[-1])
-    assert shown["became"] in ("gaussian", "padim") and 0 <= shown["image_auroc"] <= 1
+    assert shown["became"] == "ensemble(gaussian+padim)" and 0 <= shown["image_auroc"] <= 1
     html = (out / "report.html").read_text()
     assert "How auto chose" in html and (out / "maps" / "auto_candidates.png").is_file()
     res = runner.invoke(app, ["predict", "--run", str(out), "--out", str(tmp_path / "pred"), str(data / "test")])
     assert res.exit_code == 0, res.output
+    best = tmp_path / "best"
+    res = runner.invoke(app, ["fit", "--method", "auto", "--fusion", "best", "--budget", "5m", "--candidates", CHEAP,
+                              "--data", str(data), "--out", str(best)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((best / "auto.json").read_text())["chosen"]["name"] in ("gaussian", "padim")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -154,6 +160,7 @@ def test_cli_auto_fit_evaluate_predict_and_the_report(data, tmp_path):
     (["--budget", "1s"], "--budget 1s: too small for even the cheapest candidate"),
     (["--budget", "soon"], "--budget soon: expected a positive duration"),
     (["-o", "sigma=2"], "--option: does not apply to --method auto"),
+    (["--fusion", "some"], "--fusion 'some': expected one of all, best"),
 ])
 def test_cli_auto_bad_input_is_one_line_exit_2_and_writes_nothing(data, tmp_path, args, message):
     out = tmp_path / "run"
@@ -185,6 +192,24 @@ def test_create_auto_is_one_detector_that_saves_as_its_choice(tmp_path):
     loaded = latentad.load(det.save(tmp_path / "m"))
     assert loaded.name == det.record["chosen"]["method"]
     assert np.allclose(loaded.predict(split.test).image_scores, pred.image_scores)
+
+
+def test_fuse_all_takes_every_fitted_candidate_at_the_common_size_with_equal_weights():
+    from latentad.selection.fusion import fuse_all
+
+    train = make_synthetic(n_train=60, size=32).train
+    val = make_validation(train, seed=0)
+    cands = [Candidate("gaussian", "gaussian"), Candidate("padim", "padim"),
+             Candidate("vqvae_ssim_am", "vqvae_ssim_am", {"am": "gaussian"})]  # 128 px: not fusable at 224
+    s = Search(cands, val, tuple(val.defective), Clock(1e6), 0, keep_models=True)
+    for c in cands[:2]:
+        s.run_one(c, 0, val.fit)
+    s.models["vqvae_ssim_am"], s.raw["vqvae_ssim_am"] = (None, 0.0, 1.0), s.raw["gaussian"]
+    det, spec, record = fuse_all(s, cands[0], 0)
+    assert record["members"] == ["gaussian", "padim"] and record["weights"] == [0.5, 0.5]
+    assert "vqvae_ssim_am" in record["why"] and spec["method"] == "ensemble"
+    fused = det.predict(val.normal).image_scores  # standardised on these held-out normals: mean 0
+    assert abs(float(fused.mean())) < 1e-4 and 0.5 <= record["value"] <= 1
 
 
 def test_a_fusion_is_kept_only_when_it_beats_the_best_single_candidate_by_more_than_the_fold_noise():

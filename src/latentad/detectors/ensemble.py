@@ -63,6 +63,18 @@ class Ensemble(Detector):
         self.localizes = any(m.localizes for m in self.members)
         self.stats = torch.zeros(len(self.members), 4, dtype=torch.float64)  # score mean, std, map mean, std
 
+    @classmethod
+    def of_fitted(cls, names: list[str], detectors: list[Detector], stats: list[list[float]],
+                  image_size: Any, seed: int = 0) -> Ensemble:
+        """Equal-weight fusion of members already fitted (by `fit --method auto`'s search) and their
+        standardisation (score mean, std, map mean, std on normal images they were not fitted on)."""
+        ens = cls(members=tuple(names), weights=(1.0,) * len(names), image_size=image_size, seed=seed)
+        ens.members = list(detectors)
+        ens.localizes = any(m.localizes for m in detectors)
+        ens.stats = torch.tensor(stats, dtype=torch.float64)
+        ens.fitted = True
+        return ens
+
     def move_state(self, device: torch.device) -> None:
         for m in self.members:
             m.to(device, self.compute_precision)

@@ -1,12 +1,22 @@
 """`latentad.create("auto")` / `fit --method auto`: the latent space chosen on the user's own normal
 images, then fitted like any method.
 
-`AutoDetector.fit` builds validation folds from the normal images (`selection.folds`), runs successive
-halving over the portfolio inside the budget (`selection.search`), and fits the chosen candidate on
-every image it was given. From then on it is that detector: predict, save, export, calibrate and serve
-see the chosen method (`save` writes the chosen method's files, so `load` returns it). `record` is
-what goes into RUN/auto.json: every candidate's figures with their standard errors, time spent, what
-was pruned and when, the choice and the data's traits.
+`AutoDetector.fit` builds validation folds from the normal images (`selection.folds`) and fits the
+portfolio's candidates, cheapest first, inside the budget (`selection.search`). Two ways to end:
+
+- `fusion="all"` (the default): every candidate that fitted in the budget is kept, fused with equal
+  weights, each standardised on the held-out normal images it was not fitted on (an `ensemble`
+  detector). Why: over the 14 development tasks the validation criterion ranked candidates like the
+  test on the industrial sets but not on the MNIST digits, and the equal fusion of all candidates
+  had the lowest regret with each task left out (docs/ANALYSIS.md, "Which validation ranks like the
+  real test"). No weight is fitted, so no validation figure can mislead it.
+- `fusion="best"`: successive halving by the validation criterion, the best candidate refitted on
+  every image (with a fusion of the best two families when it beats it by more than the fold noise).
+
+From then on the run is that detector: predict, save, export, calibrate and serve see the ensemble or
+the chosen method (`save` writes its files, so `load` returns it). `record` is what goes into
+RUN/auto.json: every candidate's validation figures with their standard errors, time spent, what was
+pruned and when, the choice and the data's traits.
 """
 
 from __future__ import annotations
@@ -22,11 +32,12 @@ from latentad.data.defects import ALL_KINDS
 from latentad.detectors.base import Detector, DetectorConfig, Images, Latents, Prediction
 from latentad.errors import ConfigError
 from latentad.selection.folds import FRACTION, MAX_HELD, cached, make_validation, min_images
-from latentad.selection.fusion import consider
+from latentad.selection.fusion import consider, fuse_all
 from latentad.selection.portfolio import Candidate, by_name, parse_candidates
-from latentad.selection.search import PRIOR_SECONDS_PER_IMAGE, Clock, Search, run_search, rung_sizes
+from latentad.selection.search import PRIOR_SECONDS_PER_IMAGE, RUNGS, Clock, Search, run_search, rung_sizes
 
 DEFAULT_BUDGET = 600.0
+FUSIONS = ("all", "best")
 # the synthetic-defect kinds the criterion averages over (docs/ANALYSIS.md, "Which validation ranks
 # like the real test"): chosen by leave-one-task-out regret over the development tasks, not on a run's
 # own test images
@@ -47,16 +58,18 @@ def traits(images: ImageSet) -> dict[str, Any]:
 
 
 class AutoDetector(Detector):
-    """Chooses the candidate whose latent space separates this data's validation defects best."""
+    """Fits the portfolio on this data's normal images and becomes their fusion (or the best one)."""
 
     name = "auto"
     family = "auto"
 
     def __init__(self, budget: float = DEFAULT_BUDGET, candidates: str | list[Candidate] | None = None,
-                 seed: int = 0, device: str | None = None, precision: str | None = None) -> None:
+                 seed: int = 0, device: str | None = None, precision: str | None = None, fusion: str = "all") -> None:
         if not isinstance(budget, int | float) or budget <= 0:
             raise ConfigError(f"--budget {budget!r}: must be a positive duration")
-        self.budget = float(budget)
+        if fusion not in FUSIONS:
+            raise ConfigError(f"--fusion {fusion!r}: expected one of {', '.join(FUSIONS)}")
+        self.budget, self.fusion = float(budget), fusion
         self.candidates = parse_candidates(candidates) if not isinstance(candidates, list) else candidates
         self.seed = seed
         self.run_device, self.run_precision = device, precision
@@ -90,53 +103,72 @@ class AutoDetector(Detector):
                               f"few for validation folds: at least {need} are needed")
         cheapest = min(self.candidates, key=lambda c: c.cost)
         held = min(MAX_HELD, round(n_images * FRACTION))
-        first = rung_sizes(n_images - held)[0]
-        images = first + held * (1 + len(CRITERION_KINDS)) + n_images + n_images  # + reading + final fit
+        everything = self.fusion == "all"  # one rung on every fitting image, no final fit
+        first = rung_sizes(n_images - held, 1 if everything else RUNGS)[0]
+        images = first + held * (1 + len(CRITERION_KINDS)) + n_images + (0 if everything else n_images)
         estimate = PRIOR_SECONDS_PER_IMAGE * cheapest.cost * images
         if estimate > self.budget:
             raise ConfigError(f"--budget {self.budget:.0f}s: too small for even the cheapest candidate "
                               f"({cheapest.name}: about {estimate:.0f}s on {n_images} images)")
 
     def fit(self, train: ImageSet) -> AutoDetector:
-        from latentad.detectors.base import create
         from latentad.progress import enabled, make_progress, quiet
 
         clock = Clock(self.budget)
         val = make_validation(cached(train, progress="auto: reading the normal images"), self.seed)
-        search = Search(self.candidates, val, CRITERION_KINDS, clock, len(train), self.seed, self.run_device)
+        everything = self.fusion == "all"
+        search = Search(self.candidates, val, CRITERION_KINDS, clock, 0 if everything else len(train), self.seed,
+                        self.run_device, keep_models=everything)
         show = enabled()
         with (make_progress() if show else _Null()) as bar, quiet():
-            task = bar.add_task("auto", total=len(self.candidates) * 2, info="") if show else None
+            steps = len(self.candidates) * (1 if everything else 2)
+            task = bar.add_task("auto", total=steps, info="") if show else None
 
             def step(c: Candidate, rung: int, size: int) -> None:
                 if show:
                     bar.update(task, description=f"auto: {c.name} (rung {rung + 1}, {size} images)",
                                info=f"{clock.spent():.0f}s of {clock.budget:.0f}s", advance=1)
 
-            choice = run_search(search, step)
-            fusion = consider(search, choice)
-            if fusion["kept"] and clock.left() < sum(search.reserve(by_name()[m]) for m in fusion["members"]):
-                fusion.update(kept=False, why=fusion["why"] + "; but no time is left for two final fits")
-            spec = _final(choice, fusion)
-            if show:
-                bar.update(task, description=f"auto: fitting {spec['name']} on {len(train)} images")
+            choice = run_search(search, step, rungs=1 if everything else RUNGS)
             t0 = time.perf_counter()
-            det = create(spec["method"], spec["preset"], device=self.run_device, precision=self.run_precision,
-                         seed=self.seed, **spec["options"])
-            det.fit(train)
-        final_seconds = time.perf_counter() - t0
+            if everything:
+                det, spec, fusion = fuse_all(search, choice, self.seed)
+                if self.run_precision not in (None, "32"):
+                    det.to(self.run_device or "cpu", self.run_precision)
+            else:
+                det, spec, fusion = self._refit_best(search, choice, train, clock, bar if show else None, task)
+            final_seconds = time.perf_counter() - t0
         self.chosen, self.fitted = det, True
         self.record = {
             "chosen": {k: v for k, v in spec.items() if k != "preset"} | {"preset": spec["preset"] or "default"},
-            "best_single": choice.name, "ensemble": fusion,
+            "fusion_mode": self.fusion, "best_single": choice.name, "ensemble": fusion,
             "budget_seconds": self.budget, "seconds": round(clock.spent(), 1),
             "final_fit_seconds": round(final_seconds, 1), "criterion":
                 f"image AUROC of held-out normal images against the same images with one synthetic defect, the "
-                f"mean over kinds {', '.join(CRITERION_KINDS)}; highest mean at the highest rung reached wins",
+                f"mean over kinds {', '.join(CRITERION_KINDS)}"
+                + ("; shown for each candidate, not used to weigh them (every candidate fitted is fused)" if everything
+                   else "; highest mean at the highest rung reached wins"),
             "validation": val.describe(), "traits": traits(train),
             "candidates": [search.rows[c.name] for c in self.candidates], "seed": self.seed,
         }
         return self
+
+    def _refit_best(self, search: Search, choice: Candidate, train: ImageSet, clock: Clock, bar, task
+                    ) -> tuple[Detector, dict[str, Any], dict[str, Any]]:
+        """`fusion="best"`: the best candidate (or the fusion of the best two families, when kept)
+        fitted on every image."""
+        from latentad.detectors.base import create
+
+        fusion = consider(search, choice)
+        if fusion["kept"] and clock.left() < sum(search.reserve(by_name()[m]) for m in fusion["members"]):
+            fusion.update(kept=False, why=fusion["why"] + "; but no time is left for two final fits")
+        spec = _final(choice, fusion)
+        if bar is not None:
+            bar.update(task, description=f"auto: fitting {spec['name']} on {len(train)} images")
+        det = create(spec["method"], spec["preset"], device=self.run_device, precision=self.run_precision,
+                     seed=self.seed, **spec["options"])
+        det.fit(train)
+        return det, spec, fusion
 
     # -- the chosen detector does the rest -------------------------------------------------------
     def predict(self, images: Images) -> Prediction:
@@ -194,8 +226,9 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     fusion = record.get("ensemble", {})
     if "members" in fusion and "value" in fusion:
         mark = "*" if fusion["kept"] else " "
+        weights = "/".join(f"{w:.2f}" for w in fusion["weights"])
         lines.append(f"{mark} {'+'.join(fusion['members']):<18} fusion {fusion['value']:.4f} ± {fusion['se']:.4f} "
-                     f"(weights {fusion['weights'][0]:.2f}/{fusion['weights'][1]:.2f}): {fusion['why']}")
+                     f"(weights {weights}): {fusion['why']}")
     elif fusion:
         lines.append(f"  (no ensemble: {fusion['why']})")
     return lines

@@ -1,7 +1,11 @@
-"""Whether a fusion of the two best candidates of different families earns its place: their
-validation scores standardised on the held-out normal images, fused with a weight fitted on the
-validation folds, kept only when the fusion beats the best single candidate by more than that
-candidate's standard error over folds (the fold noise). What is kept becomes an `ensemble` detector.
+"""Fusions of the candidates `fit --method auto` fitted, each becoming an `ensemble` detector.
+
+- `fuse_all` (the default): every candidate fitted in the budget, equal weights, each standardised on
+  the held-out normal images it was not fitted on; the models fitted during the search are kept, so
+  it costs no further fit.
+- `consider` (`fusion="best"`): the two best candidates of different families, their validation
+  scores fused with a weight fitted on the validation folds, kept only when the fusion beats the best
+  single candidate by more than that candidate's standard error over folds (the fold noise).
 """
 
 from __future__ import annotations
@@ -28,6 +32,39 @@ def _input_size(c: Candidate) -> Any:
     cls = get_method(c.method)
     values = {**(cls.presets.get(c.preset, {}) if c.preset else {}), **c.options}
     return replace_config(cls.Config(), values, cls.name).image_size
+
+
+def fuse_all(search: Search, best: Candidate, seed: int) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The ensemble of every candidate the search fitted (at the input size most of them share), the
+    spec the run records, and the fusion's record with its validation figure (shown, not used: its
+    standardisation was measured on the same normal images)."""
+    from latentad.detectors.ensemble import Ensemble
+
+    fitted = [c for c in search.candidates if c.name in search.models]
+    sizes = [_input_size(c) for c in fitted]
+    common = max(sizes, key=sizes.count)
+    members = [c for c, s in zip(fitted, sizes, strict=True) if s == common]
+    other_size = [c.name for c, s in zip(fitted, sizes, strict=True) if s != common]
+    if len(members) < 2:
+        why = f"only {len(members)} candidate fitted in the budget at one input size: no fusion"
+        return search.models[best.name][0], {**best.describe(), "preset": best.preset}, {"kept": False, "why": why}
+    names = [c.name for c in members]
+    normal = [search.raw[n][0] for n in names]
+    stats = [[float(s.mean()), float(s.std()) + 1e-12, search.models[n][1], search.models[n][2]]
+             for n, s in zip(names, normal, strict=True)]
+    det = Ensemble.of_fitted(names, [search.models[n][0] for n in names], stats, common, seed)
+    fused = {k: np.mean([_z(search.raw[n][1][k], s) for n, s in zip(names, normal, strict=True)], 0)
+             for k in search.raw[names[0]][1]}
+    fig = fold_figures(np.mean([_z(s, s) for s in normal], 0), fused, search.val.groups, search.kinds)
+    why = f"every candidate fitted in the budget ({len(names)}), equal weights"
+    if other_size:
+        why += f"; left out for another input size: {', '.join(other_size)}"
+    weights = [1.0 / len(names)] * len(names)
+    spec = {"name": "ensemble(" + "+".join(names) + ")", "method": "ensemble", "preset": None,
+            "options": {"members": tuple(names), "weights": tuple(weights), "image_size": common},
+            "family": "ensemble"}
+    return det, spec, {"kept": True, "members": names, "weights": weights, "value": fig["value"], "se": fig["se"],
+                       "image_size": common, "why": why}
 
 
 def partner(search: Search, best: Candidate) -> Candidate | None:

@@ -61,11 +61,13 @@ class Search:
     val: Validation
     kinds: tuple[str, ...]
     clock: Clock
-    n_final: int  # images the chosen candidate is fitted on at the end
+    n_final: int  # images the chosen candidate is fitted on at the end (0: no final fit)
     seed: int = 0
     device: str | None = None
+    keep_models: bool = False  # keep each candidate's last fitted detector (a fusion of all is built from them)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     raw: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = field(default_factory=dict)  # last rung's scores
+    models: dict[str, Any] = field(default_factory=dict)  # with keep_models: name -> (detector, map mean, map std)
 
     def __post_init__(self) -> None:
         for c in self.candidates:
@@ -92,6 +94,8 @@ class Search:
 
     def reserve(self, c: Candidate) -> float:
         """Time kept back for the final fit of `c` on every fitting image (and its calibration)."""
+        if self.n_final == 0:
+            return 0.0
         return self.estimate(c, self.n_final, scored=max(1, self.n_final // 9))
 
     # -- running -----------------------------------------------------------------------------
@@ -105,14 +109,19 @@ class Search:
             det.fit(fit_set)
             t1 = time.perf_counter()
             with torch.inference_mode():
-                normal = det.predict(self.val.normal).image_scores
+                held = det.predict(self.val.normal)
                 defective = {k: det.predict(s).image_scores for k, s in self.val.defective.items()}
+        normal = held.image_scores
         t2 = time.perf_counter()
         said = sorted({str(w.message).split(";")[0] for w in caught})
         if said:
             self.rows[c.name]["warnings"] = said
         figures = fold_figures(normal, defective, self.val.groups, self.kinds)
         self.raw[c.name] = (normal, defective)
+        if self.keep_models:  # the maps' scale on held-out normals, for a fusion's standardisation
+            maps = held.anomaly_maps
+            self.models[c.name] = (det, 0.0 if maps is None else float(maps.mean()),
+                                   1.0 if maps is None else float(maps.std()) + 1e-12)
         self.rows[c.name]["rungs"].append({"rung": rung, "images": len(fit_set), **figures,
                                            "fit_seconds": round(t1 - t0, 2), "score_seconds": round(t2 - t1, 2),
                                            "seconds": round(t2 - t0, 2)})
@@ -135,9 +144,10 @@ class Search:
         return sorted(at, key=lambda c: (-self.rows[c.name]["rungs"][rung]["value"], c.cost))
 
 
-def run_search(search: Search, on_step=None) -> Candidate:
-    """Successive halving; returns the chosen candidate (the best at the highest rung reached)."""
-    sizes = rung_sizes(len(search.val.fit))
+def run_search(search: Search, on_step=None, rungs: int = RUNGS) -> Candidate:
+    """Successive halving over `rungs` rungs (one: every candidate on all the fitting images, cheapest
+    first, as far as the budget goes); returns the best candidate at the highest rung reached."""
+    sizes = rung_sizes(len(search.val.fit), rungs)
     order = np.random.default_rng(search.seed + 99_999).permutation(len(search.val.fit))
     alive = list(search.candidates)
     for rung, size in enumerate(sizes):
