@@ -29,10 +29,12 @@ def regions(mask: np.ndarray, amap: np.ndarray, pixel_size: float | None = None)
     labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
     if n == 0:
         return []
-    index = np.arange(1, n + 1)
-    areas = ndimage.sum_labels(mask, labels, index)
-    peaks = ndimage.maximum(amap, labels, index)
-    means = ndimage.mean(amap, labels, index)
+    inside, values = labels[mask], amap[mask].astype(np.float64)  # per-label sums over the mask's pixels only
+    areas = np.bincount(inside, minlength=n + 1)[1:]
+    means = np.bincount(inside, weights=values, minlength=n + 1)[1:] / areas
+    peaks = np.full(n + 1, -np.inf)
+    np.maximum.at(peaks, inside, values)
+    peaks = peaks[1:]
     rows = []
     for k, box in enumerate(ndimage.find_objects(labels)):
         ys, xs = box
