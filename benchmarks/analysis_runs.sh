@@ -3,7 +3,8 @@
 # over the three. Reuses runs made elsewhere: benchmarks/ssl_family.py (padim and ssl_gaussian on ELPV
 # and magnetic tile, ssl_gaussian on bottle) and the seed-0 cells of benchmarks/specs/families_bottle.toml
 # (padim and the VQ-VAE on bottle); fits the others here.
-#   OMP_NUM_THREADS=1 bash benchmarks/analysis_runs.sh [bottle|magnetic_tile|elpv|mnist ...]
+# `foundation`: the two foundation-model methods (dino_knn, dinomaly) beside padim on bottle (issue 32).
+#   OMP_NUM_THREADS=1 bash benchmarks/analysis_runs.sh [bottle|magnetic_tile|elpv|mnist|foundation ...]
 set -eu
 L=./.venv/bin/latentad
 S=runs/ssl_family
@@ -29,6 +30,10 @@ from pathlib import Path; from latentad.runs import fit_run
 fit_run(Path('$A/elpv/vqvae'), 'vqvae_ssim_am', 'elpv', 'elpv', {'cell_type': 'mono', 'limit': {'train': 300, 'test': 100}},
         None, {'epochs': $VQ_EPOCHS, 'channels': 1}, 0, False, True, 0.1, 0.01)"
         runs=(--run $S/elpv_mono/padim --run $A/elpv/vqvae --run $S/elpv_mono/ssl_gaussian-both);;
+      foundation)  # bottle: the DINOv2 memory bank and the DINOv2 reconstruction beside ImageNet PaDiM
+        p=$DATA/mvtec_ad/bottle
+        for m in padim dino_knn dinomaly; do fit $m "$p" $A/foundation/$m --seed 0; done
+        runs=(--run $A/foundation/padim --run $A/foundation/dino_knn --run $A/foundation/dinomaly);;
       mnist)  # digit 3 as the normal class, the foundation's protocol (t10k file, seed 0, 80 % to train)
         p=$DATA/mnist
         for m in padim vqvae_ssim_am ssl_gaussian; do

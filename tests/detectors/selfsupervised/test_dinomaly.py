@@ -54,3 +54,16 @@ def test_embed_gives_the_grids_the_analysis_reads(fitted):
     lat = det.embed(split.test)
     assert lat["patches"].shape == (len(split.test), 384, 4, 4) and lat["bottleneck"].shape == lat["patches"].shape
     assert grid_of(lat)[0] == "patches" and image_vectors(lat)[1].shape == (len(split.test), 384)
+
+
+def test_an_epoch_draws_at_most_epoch_images(monkeypatch):
+    """A fit on several categories (or a large one) costs what an `epoch_images` set does."""
+    import latentad.detectors.selfsupervised.dinomaly as mod
+
+    seen, real = [], mod.train_model
+    monkeypatch.setattr(mod, "train_model", lambda model, feats, loss, schedule, *a, **k: (
+        seen.append((len(feats), schedule.augment_to)), real(model, feats, loss, schedule, *a, **k))[1])
+    split = make_synthetic(n_train=10, size=28)
+    create("dinomaly", image_size=28, epochs=1, batch_size=4, epoch_images=6).fit(split.train)
+    create("dinomaly", image_size=28, epochs=1, batch_size=4, epoch_images=16).fit(split.train)
+    assert seen == [(10, 6), (10, None)]  # capped; a smaller set is drawn as it is
