@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from latentad import io
 from latentad.calibration import Calibration
 from latentad.data.base import IMAGE_SUFFIXES, ImageSet, file_record, list_images
 from latentad.errors import ConfigError, DataError
 from latentad.evaluation import score_set
-from latentad.maps.regions import REGION_KEYS, defect_mask, full_size, regions
+from latentad.maps.regions import REGION_KEYS, defect_mask, full_size, mask_png, regions
 from latentad.runs import load_run, write_scores_csv
 
 
@@ -123,9 +122,7 @@ def write_mask(path: Path, name: str, amap: np.ndarray, shape: tuple[int, int], 
     """The image's defect mask (PNG, 0 / 255, at its own size) and its regions (rows naming the image)."""
     full = full_size(amap, shape)
     mask = defect_mask(full, threshold)
-    buf = _io.BytesIO()
-    Image.fromarray((mask * 255).astype(np.uint8)).save(buf, format="PNG")
-    io.write_bytes(path, buf.getvalue())
+    io.write_bytes(path, mask_png(mask))
     return [{"path": name, **r} for r in regions(mask, full, pixel_size)]
 
 

@@ -23,6 +23,15 @@ def defect_mask(amap: np.ndarray, threshold: float) -> np.ndarray:
     return amap > threshold
 
 
+def mask_png(mask: np.ndarray) -> bytes:
+    """The defect mask as a PNG (0 / 255): what `predict` writes and the service answers."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray((mask * 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def regions(mask: np.ndarray, amap: np.ndarray, pixel_size: float | None = None) -> list[dict]:
     """One row per 8-connected region of `mask`: bounding box, area in pixels (and in mm^2 with
     `pixel_size`, the side of a pixel in mm), the map's peak and mean inside it; largest first."""

@@ -23,7 +23,7 @@ from latentad.data.base import Batch, decode_image, peek_pixels, to_input
 from latentad.detectors.base import Prediction
 from latentad.errors import ConfigError, DataError
 from latentad.evaluation import input_placement, predict_batch
-from latentad.maps.regions import defect_mask, full_size, regions
+from latentad.maps.regions import defect_mask, full_size, mask_png, regions
 from latentad.serve.batcher import Batcher, Job
 from latentad.serve.budget import Budget, Hold, PixelCount
 from latentad.serve.drift import Drift
@@ -57,15 +57,11 @@ class Upload:
 def pixel_decisions(amap: np.ndarray, size: tuple[int, int], threshold: float, with_png: bool) -> dict:
     """The answer's pixel decisions: regions at the calibrated pixel threshold, and with `with_png` the
     defect mask itself (PNG, 0 / 255, at the image's own size, base64) as `predict` writes it."""
-    from PIL import Image
-
     full = full_size(amap, size)
     mask = defect_mask(full, threshold)
     out = {"regions": regions(mask, full), "pixel_threshold": float(threshold)}
     if with_png:
-        buf = _io.BytesIO()
-        Image.fromarray((mask * 255).astype(np.uint8)).save(buf, format="PNG")
-        out["mask_png"] = base64.b64encode(buf.getvalue()).decode("ascii")
+        out["mask_png"] = base64.b64encode(mask_png(mask)).decode("ascii")
     return out
 
 
