@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentad.detectors.base import create
 from latentad.metrics import image_auroc
+from latentad.registry import create
 from latentad.runs import holdout, open_split
 from latentad.selection.folds import cached, make_validation
 from latentad.selection.portfolio import PORTFOLIO

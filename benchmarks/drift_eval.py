@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from latentad.calibration import Calibration
-from latentad.detectors.base import create
+from latentad.registry import create
 from latentad.runs import holdout, open_split
 from latentad.serve.drift import Drift
 

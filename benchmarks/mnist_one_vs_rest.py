@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from latentad.data.mnist import load_mnist
-from latentad.detectors.base import create
 from latentad.evaluation import evaluate
+from latentad.registry import create
 
 SCORED_BY = {"vqvae": ("vqvae_ssim", "vqvae_ssim_am"), "ae_l2": ("ae_l2",), "vae_l2": ("vae_l2",),
              "ae_ssim": ("ae_ssim",), "dsvdd": ("dsvdd",), "ssl_gaussian": ("ssl_gaussian",),

@@ -19,8 +19,8 @@ import time
 import torch
 
 from latentad.data.mvtec import load_mvtec
-from latentad.detectors.base import create
 from latentad.evaluation import evaluate
+from latentad.registry import create
 
 PAPER_TABLE1_BOTTLE = {"vqvae_ssim": 0.94, "vqvae_ssim_am": 0.95}
 

@@ -39,9 +39,9 @@ def one(method: str, backbone: str, data: str, threads: int) -> dict:
 
     threadpool_limits(threads)
     from latentad.data.mvtec import load_mvtec
-    from latentad.detectors.base import create
     from latentad.evaluation import score_set
     from latentad.metrics import compute_metrics
+    from latentad.registry import create
 
     cpu0 = time.process_time()
     det = create(method, None, backbone=backbone)

@@ -28,7 +28,7 @@ import torch
 
 from latentad.backbones import FeatureExtractor, build_model
 from latentad.data.mvtec import load_mvtec
-from latentad.detectors.base import create
+from latentad.registry import create
 
 METHODS = ["gaussian", "padim", "patchcore", "simplenet"]
 

@@ -14,8 +14,8 @@ import time
 import torch
 
 from latentad.data.mvtec import load_mvtec
-from latentad.detectors.base import create
 from latentad.evaluation import evaluate
+from latentad.registry import create
 
 
 def main() -> None:

@@ -22,8 +22,8 @@ import torch
 
 from latentad import io
 from latentad.data.mvtec import load_mvtec
-from latentad.detectors.base import create
 from latentad.evaluation import evaluate
+from latentad.registry import create
 
 KEYS = ("pixel_auroc", "aupro", "aupimo", "image_auroc", "f1_max")
 

@@ -328,7 +328,7 @@ def test_list_describes_every_method_and_what_paper_recipes_change():
 
 def test_the_package_advertises_only_families_that_have_methods():
     import latentad
-    from latentad.detectors.base import get_method
+    from latentad.registry import get_method
 
     families = {get_method(m).family for m in latentad.available_methods()}
     readme = (__import__("pathlib").Path(__file__).parents[1] / "README.md").read_text()

@@ -4,8 +4,8 @@ import pytest
 
 from latentad import available_methods, create
 from latentad.config import coerce_options, coerce_text
-from latentad.detectors.base import get_method
 from latentad.errors import ConfigError
+from latentad.registry import get_method
 
 
 @pytest.mark.parametrize("method", ["ae_l2", "ae_ssim", "vae_l2", "vae_kl", "vqvae_ssim", "vqvae_ssim_am"])

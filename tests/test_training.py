@@ -78,7 +78,7 @@ def test_deterministic_algorithms_restores_the_callers_setting():
 
 
 def _vqvae_weights_after_training(threads: int) -> list[torch.Tensor]:
-    from latentad.detectors.base import create
+    from latentad.registry import create
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -103,7 +103,7 @@ def test_two_thread_training_repeats_bit_for_bit():
 
 def _ae_ssim_training(threads: int, tmp_path, kill_at: int | None = None, resume: bool = False) -> list[torch.Tensor]:
     """A small channels-last AE SSIM (the NCHW weight gradient of its transposed convolutions included)."""
-    from latentad.detectors.base import create
+    from latentad.registry import create
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -139,7 +139,7 @@ def test_ae_ssim_two_thread_training_repeats_and_resumes_bit_for_bit(tmp_path):
 
 def test_flips_run_without_augment_to():
     """paper_cifar sets flips=True and augment_to=None: the flips must still happen."""
-    from latentad.detectors.base import create
+    from latentad.registry import create
     from latentad.training import augment_batch
 
     cifar = create("vqvae_ssim", "paper_cifar").schedule()
@@ -178,8 +178,8 @@ def test_a_detector_refuses_resume_with_other_settings_before_training(tmp_path)
     import pytest
 
     from latentad.data.synthetic import make_synthetic
-    from latentad.detectors.base import create
     from latentad.errors import ConfigError
+    from latentad.registry import create
 
     split = make_synthetic(n_train=6, n_test_good=1, n_test_defect=1, size=32, seed=0)
     tiny = {"image_size": 32, "augment_to": 8, "batch_size": 4, "base_width": 4, "latent_dim": 4}

@@ -92,7 +92,7 @@ def fit(
     from latentad.cli_support import auto_options, fit_config, method_flags, required
     from latentad.config import coerce_options
     from latentad.data.pipeline import set_decode_workers
-    from latentad.detectors.base import get_method
+    from latentad.registry import get_method
     from latentad.runs import fit_run, parse_options
 
     def go():
@@ -335,7 +335,7 @@ def benchmark(
 @app.command("list")
 def list_methods() -> None:
     """Methods, their family and presets."""
-    from latentad.detectors.base import available_methods, get_method
+    from latentad.registry import available_methods, get_method
 
     for name in available_methods():
         cls = get_method(name)

@@ -36,7 +36,7 @@ def run_demo(out: Path, force: bool = False, cell_type: str = "mono", methods: l
     """Fit, evaluate and compare; returns demo.json's content (metrics per method, the page's path).
     `data` (path, format, options) and `method_options` replace the ELPV cells and the presets' sizes
     (the tests run the same path on a few synthetic images)."""
-    from latentad.detectors.base import get_method
+    from latentad.registry import get_method
 
     chosen = [(m, p) for m, p in DEMO_METHODS if methods is None or m in methods]
     chosen += [(m, None) for m in methods or [] if m not in {c for c, _ in DEMO_METHODS}]

@@ -30,7 +30,7 @@ def category_name(path: str) -> str:
 def open_categories(paths: list[str], fmt: str, options: dict) -> list[Category]:
     """Each data set as a category named by its folder; two of the same name, or one without normal
     training images, refused in one line."""
-    from latentad.runs import open_split
+    from latentad.data.open import open_dataset
 
     cats = []
     for path in paths:
@@ -38,7 +38,7 @@ def open_categories(paths: list[str], fmt: str, options: dict) -> list[Category]
         if any(c.name == name for c in cats):
             raise ConfigError(f"--data {path}: a second category named {name!r} (each product needs its own "
                               "folder name)")
-        split = open_split(path, fmt, options)
+        split = open_dataset(path, format=fmt, size=None, **options)
         if len(split.train) == 0:
             raise DataError(f"--data {path}: category {name!r} has no normal training images")
         cats.append(Category(name, path, split))

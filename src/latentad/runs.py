@@ -27,13 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentad import __version__, io
+from latentad import __version__, io, registry
 from latentad.calibration import Calibration
 from latentad.data.base import ImageSet, Split
-from latentad.detectors.base import Detector, create
+from latentad.detectors.base import Detector
 from latentad.errors import ConfigError, ModelFileError
 from latentad.evaluation import Evaluation, evaluate, score_set
 from latentad.metrics.thresholds import at_threshold
+from latentad.registry import create
 
 DEFAULT_TARGET_FPR = 0.01
 MAX_DEFAULT_FPR = 0.1  # a default threshold flagging more than one good part in ten is no default
@@ -288,7 +289,7 @@ def load_run(run: Path, device: str | None = None, precision: str | None = None)
     if not (run / "model" / "detector.json").is_file():
         raise ModelFileError(f"{run}: the run has no fitted model (fit did not finish; try fit --resume)")
     config = io.read_json(run / "config.json")
-    detector = Detector.load(run / "model", device, precision)
+    detector = registry.load(run / "model", device, precision)
     cal = Calibration.load(run / "calibration.json")
     return config, detector, cal
 

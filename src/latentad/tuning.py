@@ -137,9 +137,9 @@ def validation_split(train: ImageSet, fraction: float, seed: int, kinds: tuple[s
 
 def _score(method: str, preset: str | None, options: dict[str, Any], fit: ImageSet, val: ImageSet,
            seed: int, device: str | None) -> dict[str, Any]:
-    from latentad.detectors.base import create
     from latentad.evaluation import score_set
     from latentad.metrics import image_auroc, pixel_auroc
+    from latentad.registry import create
 
     t0 = time.perf_counter()
     det = create(method, preset, device=device, seed=seed, **options)
@@ -165,13 +165,13 @@ def tune(method: str, preset: str | None, options: dict[str, Any], spec: TuneSpe
          device: str | None = None) -> dict[str, Any]:
     """Fit every candidate on the fitting part, score the validation set, keep the best (the first
     on a tie: list the simpler candidate first). Returns what goes into the run's config."""
-    from latentad.detectors.base import get_method
     from latentad.progress import track
+    from latentad.registry import get_method
 
     cls = get_method(method)
     for k, cand in enumerate(spec.candidates):  # every candidate refused before the first one is fitted
         try:
-            cls.from_preset(preset, **{**options, **cand})
+            cls.config_for(preset, **{**options, **cand})
         except ConfigError as exc:
             raise ConfigError(f"tune candidate {k + 1} ({method}): {exc}") from None
     localizes = cls.localizes

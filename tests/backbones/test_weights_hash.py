@@ -10,11 +10,10 @@ import json
 import pytest
 import torch
 
-from latentad import create
+from latentad import create, registry
 from latentad.backbones import efficientnet_lite, weights, weights_sha256
 from latentad.backbones import mobilenet_v2 as mnv2
 from latentad.data.synthetic import make_synthetic
-from latentad.detectors.base import Detector
 from latentad.errors import ModelFileError, WeightsError
 
 ZEROS = "0" * 64
@@ -69,7 +68,7 @@ def _rewrite(path, change) -> None:
 
 def test_saved_model_records_the_backbone_hash_and_loads_with_it(saved):
     assert json.loads((saved / "detector.json").read_text())["weights_sha256"] == LITE0
-    assert Detector.load(saved).fitted
+    assert registry.load(saved).fitted
 
 
 def test_a_model_fitted_on_other_weights_is_refused_naming_both_hashes(saved, tmp_path):
@@ -78,7 +77,7 @@ def test_a_model_fitted_on_other_weights_is_refused_naming_both_hashes(saved, tm
     other = shutil.copytree(saved, tmp_path / "other")
     _rewrite(other, lambda m: m.update(weights_sha256=ZEROS))
     with pytest.raises(ModelFileError) as err:
-        Detector.load(other)
+        registry.load(other)
     msg = str(err.value)
     assert "\n" not in msg and ZEROS in msg and LITE0 in msg and "detector.json" in msg
 
@@ -88,7 +87,7 @@ def test_a_model_saved_before_hashes_were_recorded_still_loads(saved, tmp_path):
 
     old = shutil.copytree(saved, tmp_path / "old")
     _rewrite(old, lambda m: m.pop("weights_sha256"))
-    assert Detector.load(old).fitted
+    assert registry.load(old).fitted
 
 
 def test_a_method_without_a_pretrained_backbone_records_no_hash(tmp_path):

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from latentad.calibration import Calibration
-from latentad.detectors.base import METHODS, Prediction, available_methods, create, get_method
+from latentad.detectors.base import Prediction
 from latentad.errors import ConfigError
+from latentad.registry import METHODS, available_methods, create, get_method
 
 
 def test_registry_is_explicit_and_lists_only_importable_methods():

@@ -4,10 +4,10 @@ score higher than normal texture."""
 import numpy as np
 import pytest
 
-from latentad import available_methods, create
+from latentad import available_methods, create, registry
 from latentad.data.synthetic import make_synthetic
-from latentad.detectors.base import Detector, get_method
 from latentad.evaluation import score_set
+from latentad.registry import get_method
 
 TRAINED = {"epochs": 3, "augment_to": 24, "batch_size": 8}
 SMALL = {
@@ -67,7 +67,7 @@ def test_every_method_on_tiles(method, strip, tmp_path):
     assert det.input_shape == (tile, tile) and det.config.tile == tile
     _check(det, strip, (tile, tile), (48, 96))  # evaluated on a one-tile grid; stitched at each image's own size
     det.save(tmp_path / "m")
-    again = Detector.load(tmp_path / "m")
+    again = registry.load(tmp_path / "m")
     np.testing.assert_allclose(again.predict(strip.test).image_scores, det.predict(strip.test).image_scores,
                                rtol=1e-5)
 

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from latentad.cli import app
 from latentad.data.synthetic import make_synthetic
-from latentad.detectors.base import METHODS, get_method
 from latentad.export.engine import ExportedDetector
 from latentad.export.graph import relative_difference
+from latentad.registry import METHODS, get_method
 from latentad.runs import load_run
 
 runner = CliRunner()

@@ -1,4 +1,5 @@
-"""The one protocol every detector speaks: fit / predict / embed / save / load, and the registry.
+"""The one protocol every detector speaks: fit / predict / embed / save (the registry of methods,
+`create` and `load` are in `latentad.registry`).
 
 A detector is a config dataclass (with named presets) plus fitted state. `fit` takes an `ImageSet`
 of normal images; `predict` and `embed` take an `ImageSet` or a float tensor (N,C,H,W) in [0,1].
@@ -9,7 +10,6 @@ can be recalibrated without touching the model.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -95,7 +95,7 @@ class Detector(ABC):
         self.config = check_config(cfg, self.name or type(self).__name__)
         if self.config.tile:
             raise ConfigError(f"{self.name}: a tiled detector (tile={self.config.tile}) is built by latentad.create() "
-                              "or Detector.from_preset(), which wrap the method in detectors.tiling")
+                              "or latentad.registry.build(), which wrap the method in detectors.tiling")
         if min(as_shape(self.config.image_size)) < 8:
             raise ConfigError(f"{self.name}: option image_size={self.config.image_size!r} is out of range "
                               "(allowed: every side >= 8)")
@@ -132,7 +132,9 @@ class Detector(ABC):
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_preset(cls, preset: str | None = None, **overrides: Any) -> Detector:
+    def config_for(cls, preset: str | None = None, **overrides: Any) -> DetectorConfig:
+        """The validated config of `preset` with `overrides` on top (`latentad.registry` builds the
+        detector from it, tiled when `tile > 0`)."""
         values: dict[str, Any] = {}
         if preset and preset != "default":
             if preset not in cls.presets:
@@ -140,21 +142,9 @@ class Detector(ABC):
                 raise ConfigError(f"method {cls.name}: unknown preset '{preset}' (known: {known})")
             values.update(cls.presets[preset])
         values.update(overrides)  # None is a value (e.g. augment_to=None): it overrides the preset
-        return cls.build(replace_config(cls.Config(), values, cls.name))
-
-    @classmethod
-    def build(cls, config: DetectorConfig) -> Detector:
-        """The detector for `config`: the method itself, or the method on tiles when `config.tile > 0`."""
-        if not config.tile and (config.tile_overlap or config.tile_mode != "shared"):
-            raise ConfigError(f"{cls.name}: tile_overlap / tile_mode apply only with tile > 0 (tile=0: no tiling)")
-        if config.tile:
-            from latentad.detectors.tiling import TiledDetector
-
-            if config.resize != "squash":
-                raise ConfigError(f"{cls.name}: resize={config.resize} does not apply with tile={config.tile} "
-                                  "(tiles are cut at full resolution)")
-            return TiledDetector(cls, check_config(config, cls.name))
-        return cls(config)
+        config = check_config(replace_config(cls.Config(), values, cls.name), cls.name)
+        check_tiling(cls.name, config)
+        return config
 
     # -- protocol -----------------------------------------------------------------------------
     @abstractmethod
@@ -226,22 +216,6 @@ class Detector(ABC):
         io.write_json(path / "detector.json", meta)
         return path
 
-    @staticmethod
-    def load(path: str | Path, device: str | torch.device | None = None, precision: str | None = None) -> Detector:
-        """A saved detector, on the CPU or on `device` (a model fitted on a GPU loads on a CPU); refused
-        when it records backbone weights other than those installed (`check_recorded_weights`)."""
-        path = Path(path)
-        meta = io.read_json(path / "detector.json")
-        cls = get_method(meta.get("method", "?"))
-        det = cls.build(replace_config(cls.Config(), meta.get("config", {}), cls.name))
-        check_recorded_weights(det, meta.get("weights_sha256"), path / "detector.json")
-        det.load_state_tensors(io.read_tensors(path / "model.safetensors"))
-        det.load_state_json(meta.get("state", {}))
-        det.fitted = True
-        if device is not None or precision is not None:
-            det.to(device or "cpu", precision)
-        return det
-
     # -- helpers for subclasses -----------------------------------------------------------------
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -282,6 +256,15 @@ def conform(x: torch.Tensor, size: int | tuple[int, int], channels: int, resize:
     return x
 
 
+def check_tiling(name: str, config: DetectorConfig) -> None:
+    """Tiling options that contradict each other, refused before anything is built."""
+    if not config.tile and (config.tile_overlap or config.tile_mode != "shared"):
+        raise ConfigError(f"{name}: tile_overlap / tile_mode apply only with tile > 0 (tile=0: no tiling)")
+    if config.tile and config.resize != "squash":
+        raise ConfigError(f"{name}: resize={config.resize} does not apply with tile={config.tile} "
+                          "(tiles are cut at full resolution)")
+
+
 def check_recorded_weights(det: Detector, recorded: str | None, where: Path) -> None:
     """Refuse a model fitted on other backbone weights than those installed now (a model saved before
     hashes were recorded has none, and loads)."""
@@ -311,61 +294,3 @@ def replace_config(cfg: DetectorConfig, values: dict[str, Any], owner: str = "")
             v = tuple(v)
         fixed[k] = v
     return dataclasses.replace(cfg, **fixed)
-
-
-# -- registry: explicit names -> "module:Class", imported only when used -------------------------
-METHODS: dict[str, str] = {
-    "ae_l2": "latentad.detectors.reconstruction.ae:AEL2",
-    "ae_ssim": "latentad.detectors.reconstruction.ae:AESSIM",
-    "vae_l2": "latentad.detectors.reconstruction.vae:VAEL2",
-    "vae_kl": "latentad.detectors.reconstruction.vae:VAEKL",
-    "vqvae_ssim": "latentad.detectors.reconstruction.vqvae:VQVAESSIM",
-    "vqvae_ssim_am": "latentad.detectors.reconstruction.vqvae:VQVAESSIMAM",
-    "gaussian": "latentad.detectors.pretrained.gaussian:GaussianAD",
-    "padim": "latentad.detectors.pretrained.padim:PaDiM",
-    "patchcore": "latentad.detectors.pretrained.patchcore:PatchCore",
-    "simplenet": "latentad.detectors.pretrained.simplenet:SimpleNet",
-    "ssl_gaussian": "latentad.detectors.selfsupervised.ssl_gaussian:SSLGaussian",
-    "cutpaste": "latentad.detectors.selfsupervised.cutpaste:CutPaste",
-    "dsvdd": "latentad.detectors.selfsupervised.dsvdd:DSVDD",
-    "dino_knn": "latentad.detectors.selfsupervised.dino_knn:DinoKNN",
-    "dinomaly": "latentad.detectors.selfsupervised.dinomaly:Dinomaly",
-    "ensemble": "latentad.detectors.ensemble:Ensemble",
-}
-
-
-def available_methods() -> list[str]:
-    """Registered methods whose module is present in this installation."""
-    import importlib.util
-
-    return [n for n, target in METHODS.items() if importlib.util.find_spec(target.split(":")[0]) is not None]
-
-
-def get_method(name: str) -> type[Detector]:
-    if name not in METHODS:
-        raise ConfigError(f"unknown method '{name}' (known: {', '.join(available_methods())})")
-    module_name, cls_name = METHODS[name].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            raise ConfigError(f"method '{name}' is not available in this version") from None
-        raise
-    return getattr(module, cls_name)
-
-
-def create(name: str, preset: str | None = None, device: str | torch.device | None = None,
-           precision: str | None = None, **overrides: Any) -> Detector:
-    """Build an unfitted detector by registry name, preset and option overrides, on `device`
-    (default: the CPU; "auto" takes a GPU when torch sees one) in `precision` (default "32").
-    `create("auto", budget=SECONDS, candidates="a,b")` chooses the method on the data (`latentad.selection`)."""
-    if name == "auto":
-        from latentad.selection.auto import AutoDetector
-
-        if preset not in (None, "default"):
-            raise ConfigError(f"method auto: no presets (got --preset {preset})")
-        return AutoDetector(device=device, precision=precision, **overrides)
-    det = get_method(name).from_preset(preset, **overrides)
-    if device is not None or precision is not None:
-        det.to(device or "cpu", precision)
-    return det

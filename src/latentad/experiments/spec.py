@@ -176,7 +176,7 @@ def _data_entries(i: int, t: dict, base: Path) -> list[DataEntry]:
 
 
 def _method_entry(i: int, t: dict) -> MethodEntry:
-    from latentad.detectors.base import available_methods, get_method
+    from latentad.registry import available_methods, get_method
 
     where = f"[[method]] {i + 1}"
     _unknown(where, t, METHOD_KEYS)
@@ -194,7 +194,7 @@ def _method_entry(i: int, t: dict) -> MethodEntry:
         )
     opts = _typed(where, "options", t.get("options", {}), dict, "a table")
     try:
-        cls.from_preset(preset, **opts)  # the same validation fit applies, before any cell runs
+        cls.config_for(preset, **opts)  # the same validation fit applies, before any cell runs
     except ConfigError as exc:
         raise ConfigError(f"{where} ({name}): {exc}") from None
     label = _typed(where, "label", t.get("label", name if preset is None else f"{name}-{preset}"), str, "a name")
@@ -205,7 +205,7 @@ def _method_entry(i: int, t: dict) -> MethodEntry:
         tune = _typed(where, "tune", t["tune"], dict, "a table")
         for k, cand in enumerate(TuneSpec.parse(tune, f"{where} tune").candidates):
             try:
-                cls.from_preset(preset, **{**opts, **cand})
+                cls.config_for(preset, **{**opts, **cand})
             except ConfigError as exc:
                 raise ConfigError(f"{where} tune candidate {k + 1} ({name}): {exc}") from None
     return MethodEntry(name, label, preset, opts, tune)

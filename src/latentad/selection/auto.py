@@ -157,7 +157,7 @@ class AutoDetector(Detector):
                     ) -> tuple[Detector, dict[str, Any], dict[str, Any]]:
         """`fusion="best"`: the best candidate (or the fusion of the best two families, when kept)
         fitted on every image."""
-        from latentad.detectors.base import create
+        from latentad.registry import create
 
         fusion = consider(search, choice)
         if fusion["kept"] and clock.left() < sum(search.reserve(by_name()[m]) for m in fusion["members"]):

@@ -27,7 +27,8 @@ def _z(scores: np.ndarray, normal: np.ndarray) -> np.ndarray:
 
 def _input_size(c: Candidate) -> Any:
     """A candidate's input size from its config alone (no model is built)."""
-    from latentad.detectors.base import get_method, replace_config
+    from latentad.detectors.base import replace_config
+    from latentad.registry import get_method
 
     cls = get_method(c.method)
     values = {**(cls.presets.get(c.preset, {}) if c.preset else {}), **c.options}
@@ -38,7 +39,7 @@ def fuse_all(search: Search, best: Candidate, seed: int) -> tuple[Any, dict[str,
     """The ensemble of every candidate the search fitted (at the input size most of them share), the
     spec the run records, and the fusion's record with its validation figure (shown, not used: its
     standardisation was measured on the same normal images)."""
-    from latentad.detectors.ensemble import Ensemble
+    from latentad.selection.ensemble import Ensemble
 
     fitted = [c for c in search.candidates if c.name in search.models]
     sizes = [_input_size(c) for c in fitted]

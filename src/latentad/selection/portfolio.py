@@ -33,7 +33,7 @@ class Candidate:
 
     @property
     def family(self) -> str:
-        from latentad.detectors.base import get_method
+        from latentad.registry import get_method
 
         return get_method(self.method).family
 

@@ -100,7 +100,7 @@ class Search:
 
     # -- running -----------------------------------------------------------------------------
     def run_one(self, c: Candidate, rung: int, fit_set) -> None:
-        from latentad.detectors.base import create
+        from latentad.registry import create
 
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:  # recorded with the candidate, not shown

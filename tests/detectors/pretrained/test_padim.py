@@ -8,6 +8,7 @@ import torch
 from scipy.spatial.distance import mahalanobis
 from sklearn.covariance import LedoitWolf
 
+from latentad import registry
 from latentad.detectors.gaussians import GaussianAccumulator, precision_of
 from latentad.detectors.pretrained.padim import PaDiM
 from latentad.errors import ConfigError
@@ -159,7 +160,6 @@ def test_score_top_is_the_mean_of_the_maps_highest_pixels(tiny_net, tiny_split):
 
 
 def test_standardize_position_standardises_by_cross_fitted_distances(tiny_net, tiny_split, tmp_path):
-    from latentad.detectors.base import Detector
 
     opts = {"levels": ("layer1", "layer2"), "image_size": 32, "feature_stride": 8}
     train = tiny_split.train
@@ -180,7 +180,7 @@ def test_standardize_position_standardises_by_cross_fitted_distances(tiny_net, t
     pred = det.predict(test)
     np.testing.assert_allclose(pred.anomaly_maps, want.numpy(), rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(pred.image_scores, want.flatten(1).amax(1).numpy(), rtol=1e-3, atol=1e-3)
-    back = Detector.load(det.save(tmp_path / "padim"))
+    back = registry.load(det.save(tmp_path / "padim"))
     back.set_backbone(tiny_net())
     np.testing.assert_allclose(back.predict(test).anomaly_maps, pred.anomaly_maps, rtol=1e-5, atol=1e-5)
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from latentad.detectors.base import Detector, create, get_method
-from latentad.detectors.pretrained.common import load
+from latentad import load, registry
 from latentad.errors import ConfigError
+from latentad.registry import create, get_method
 
 METHODS = ["gaussian", "padim", "patchcore", "simplenet"]
 
@@ -33,7 +33,7 @@ def test_user_module_fit_predict_save_load(name, tiny_net, tiny_split, tiny_opti
         assert pred.anomaly_maps is None
 
     det.save(tmp_path / "model")
-    loaded = Detector.load(tmp_path / "model")
+    loaded = registry.load(tmp_path / "model")
     assert type(loaded) is type(det) and loaded.config == det.config
     with pytest.raises(ConfigError, match="set_backbone"):
         loaded.predict(tiny_split.test)
@@ -90,7 +90,7 @@ def test_builtin_offline_backbone_by_registry_name(name, tiny_split, tmp_path):
     if det.localizes:
         assert pred.anomaly_maps.shape == (len(tiny_split.test), 64, 64)
     det.save(tmp_path / "m")
-    again = Detector.load(tmp_path / "m").predict(tiny_split.test)
+    again = registry.load(tmp_path / "m").predict(tiny_split.test)
     np.testing.assert_allclose(again.image_scores, pred.image_scores, rtol=1e-5, atol=1e-6)
 
 

@@ -8,8 +8,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import latentad.detectors.pretrained.padim as padim_module
+from latentad import registry
 from latentad.data.defects import defect_batch
-from latentad.detectors.base import Detector
 from latentad.detectors.pretrained.padim import PaDiM
 from latentad.detectors.pretrained.segment_head import train_head
 from latentad.errors import ConfigError
@@ -75,7 +75,7 @@ def test_head_changes_the_map_and_survives_save_load(tiny_net, tiny_split, tmp_p
     assert np.isfinite(b.anomaly_maps).all() and not np.allclose(a.anomaly_maps, b.anomaly_maps)
     np.testing.assert_allclose(b.image_scores, b.anomaly_maps.reshape(len(b.image_scores), -1).max(1), rtol=1e-6)
     path = det.save(tmp_path / "padim")
-    back = Detector.load(path)
+    back = registry.load(path)
     back.set_backbone(tiny_net())
     c = back.predict(tiny_split.test)
     np.testing.assert_allclose(c.anomaly_maps, b.anomaly_maps, rtol=1e-5, atol=1e-5)
@@ -108,7 +108,7 @@ def test_head_count_averages_heads_of_different_draws(tiny_net, tiny_split, tmp_
         each = [h(g, dist) for h in det.head.heads]
         np.testing.assert_allclose(det.head(g, dist).numpy(), ((each[0] + each[1]) / 2).numpy(), rtol=1e-5)
     assert not torch.allclose(each[0], each[1])
-    back = Detector.load(det.save(tmp_path / "padim"))
+    back = registry.load(det.save(tmp_path / "padim"))
     back.set_backbone(tiny_net())
     np.testing.assert_allclose(back.predict(x).anomaly_maps, det.predict(x).anomaly_maps, rtol=1e-5, atol=1e-5)
 
@@ -142,7 +142,7 @@ def test_head_gate_weighs_the_heads_map_by_the_image_score(tiny_net, tiny_split,
     ungated.fit(tiny_split.train)  # same seed, same heads: only the gate differs
     np.testing.assert_allclose(ungated.predict(x).image_scores, pred.image_scores, rtol=1e-5)
     assert not np.allclose(ungated.predict(x).anomaly_maps, pred.anomaly_maps)
-    back = Detector.load(det.save(tmp_path / "padim"))
+    back = registry.load(det.save(tmp_path / "padim"))
     back.set_backbone(tiny_net())
     np.testing.assert_allclose(back.predict(x).anomaly_maps, pred.anomaly_maps, rtol=1e-5, atol=1e-5)
 

@@ -4,7 +4,7 @@ map of that size; the MNIST presets never rotate or flip (that changes a digit's
 import pytest
 import torch
 
-from latentad.detectors.base import create, get_method
+from latentad.registry import create, get_method
 
 METHODS = ["ae_l2", "ae_ssim", "vae_l2", "vae_kl", "vqvae_ssim", "vqvae_ssim_am"]
 

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from latentad import registry
 from latentad.data.base import ImageSet, array_record
-from latentad.detectors.base import Detector, create
 from latentad.detectors.reconstruction.losses import gaussian_kl
 from latentad.detectors.reconstruction.vae import SpatialVAE
+from latentad.registry import create
 
 TINY = dict(image_size=32, width=8, n_down=2, n_res=1, latent_ch=4, epochs=2, batch_size=4, augment_to=8)
 
@@ -59,7 +60,7 @@ def test_maps_are_residual_and_upsampled_kl(fitted, images):
 def test_save_load_and_seed(fitted, images, tmp_path):
     det = fitted["vae_kl"]
     det.save(tmp_path / "v")
-    again = Detector.load(tmp_path / "v")
+    again = registry.load(tmp_path / "v")
     assert np.array_equal(det.predict(images).image_scores, again.predict(images).image_scores)
     refit = create("vae_kl", **TINY).fit(images)
     assert np.array_equal(refit.predict(images).anomaly_maps, det.predict(images).anomaly_maps)

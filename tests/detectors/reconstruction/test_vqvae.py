@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from latentad import registry
 from latentad.data.base import ImageSet, array_record
-from latentad.detectors.base import Detector, create
 from latentad.detectors.reconstruction.vqvae import VQVAE, VectorQuantizer, VQVAEModel
 from latentad.errors import ConfigError
 from latentad.maps.fusion import fuse_am_ssim
 from latentad.maps.ssim import ssim_anomaly_map
+from latentad.registry import create
 
 TINY = dict(image_size=32, n_down=2, width=8, code_dim=4, codebook_size=16, n_res=1, epochs=2, batch_size=4,
             augment_to=8, lr=1e-3)
@@ -132,7 +133,7 @@ def test_one_training_scored_with_either_map(fitted, images):
 
 def test_save_load_round_trip_gives_identical_scores(fitted, images, tmp_path):
     fitted.save(tmp_path / "m")
-    loaded = Detector.load(tmp_path / "m")
+    loaded = registry.load(tmp_path / "m")
     assert loaded.name == "vqvae_ssim_am" and loaded.history == fitted.history
     a, b = fitted.predict(images), loaded.predict(images)
     assert np.array_equal(a.image_scores, b.image_scores)
@@ -221,7 +222,7 @@ def test_gaussian_am_is_the_mahalanobis_distance_to_the_normal_latents(images, t
     plain = create("vqvae_ssim_am", **TINY).fit(images)
     assert not np.allclose(plain.predict(images).anomaly_maps, det.predict(images).anomaly_maps)
     det.save(tmp_path / "g")
-    loaded = Detector.load(tmp_path / "g")
+    loaded = registry.load(tmp_path / "g")
     assert np.array_equal(loaded.predict(images).anomaly_maps, det.predict(images).anomaly_maps)
     with pytest.raises(ConfigError, match="am"):
         create("vqvae_ssim_am", am="knn", **TINY)

@@ -5,9 +5,9 @@
     patchcore  PatchCore   Roth et al. 2022: coreset memory bank, nearest-neighbour distance
     simplenet  SimpleNet   Liu et al. 2023: feature adaptor + discriminator against noised features
 
-`load(path, backbone=module)` reloads a detector fitted with a user nn.Module backbone.
+`latentad.load(path, backbone=module)` reloads a detector fitted with a user nn.Module backbone.
 """
 
-from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector, load
+from latentad.detectors.pretrained.common import PretrainedConfig, PretrainedDetector
 
-__all__ = ["PretrainedConfig", "PretrainedDetector", "load"]
+__all__ = ["PretrainedConfig", "PretrainedDetector"]

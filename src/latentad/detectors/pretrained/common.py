@@ -4,7 +4,7 @@ extraction, patch grids, map smoothing.
 Every detector of this family takes an optional `backbone=` nn.Module (any network; its `levels` are
 then submodule paths, `normalize` its input scaling). Such a detector saves that module's weights
 with its own state; to load it back, pass a module of the same architecture:
-`load(path, backbone=module)` (or `Detector.load(path)` then `.set_backbone(module)`).
+`latentad.load(path, backbone=module)` (or `latentad.load(path)` then `.set_backbone(module)`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -312,10 +311,3 @@ def to_grid(feats: dict[str, torch.Tensor], levels: tuple[str, ...] | list[str],
         parts.append(f)
     return torch.cat(parts, 1)
 
-
-def load(path: str | Path, backbone: nn.Module | None = None) -> Detector:
-    """`Detector.load`, attaching a user backbone module when the detector was fitted with one."""
-    det = Detector.load(path)
-    if backbone is not None and isinstance(det, PretrainedDetector):
-        det.set_backbone(backbone)
-    return det

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from latentad.config import Bound
 from latentad.data.base import ImageSet
-from latentad.detectors.base import Detector, DetectorConfig, Images, Latents, create
+from latentad.detectors.base import Detector, DetectorConfig, Images, Latents
 from latentad.errors import ConfigError
+from latentad.registry import create
 
 
 @dataclass
