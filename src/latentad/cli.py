@@ -122,6 +122,9 @@ def fit(
             record = json.loads((run / "auto.json").read_text())
             typer.echo("\n".join(auto_lines(record)) + f"\nauto chose {record['chosen']['name']} "
                        f"({record['seconds']:.0f} s of {record['budget_seconds']:.0f} s)")
+            if record.get("budget_limited"):
+                typer.echo("latentad: the budget (or the machine's load) left candidates out (budget_limited in "
+                           "auto.json); a larger --budget, or --candidates naming those fitted, replays the members")
         typer.echo(f"fitted {v['method']} on {summary['n_train']} images in {summary['fit_seconds']:.1f} s -> {run}")
 
     run_safely(go)

@@ -29,10 +29,15 @@ def parse_size(text: str | None, option: str) -> int | tuple[int, int] | None:
     return values[0] if len(values) == 1 else (values[0], values[1])
 
 
-def parse_duration(text: str | None, option: str) -> float | None:
-    """`90s`, `10m`, `1.5h` or a number of seconds -> seconds; anything else is a one-line error."""
+def parse_duration(text: str | float | None, option: str) -> float | None:
+    """`90s`, `10m`, `1.5h` or a number of seconds (text, or a number from a --config file) -> seconds;
+    anything else is a one-line error."""
     if text is None:
         return None
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        text = str(text)
+    if not isinstance(text, str):
+        raise ConfigError(f"{option} {text!r}: expected a positive duration (600, 90s, 10m, 1h)")
     raw = text.strip().lower()
     scale = {"s": 1.0, "m": 60.0, "h": 3600.0}.get(raw[-1:], None)
     number = raw[:-1] if scale is not None else raw

@@ -70,7 +70,9 @@ class AutoDetector(Detector):
         if fusion not in FUSIONS:
             raise ConfigError(f"--fusion {fusion!r}: expected one of {', '.join(FUSIONS)}")
         self.budget, self.fusion = float(budget), fusion
-        self.candidates = parse_candidates(candidates) if not isinstance(candidates, list) else candidates
+        given = isinstance(candidates, list) and all(isinstance(c, Candidate) for c in candidates)
+        self.candidates = candidates if given else parse_candidates(candidates)
+        self.chosen_by_user = candidates is not None
         self.seed = seed
         self.run_device, self.run_precision = device, precision
         self.chosen: Detector | None = None
@@ -117,11 +119,11 @@ class AutoDetector(Detector):
         clock = Clock(self.budget)
         val = make_validation(cached(train, progress="auto: reading the normal images"), self.seed)
         everything = self.fusion == "all"
-        search = Search(self.candidates, val, CRITERION_KINDS, clock, 0 if everything else len(train), self.seed,
+        search = Search(self.pool(), val, CRITERION_KINDS, clock, 0 if everything else len(train), self.seed,
                         self.run_device, keep_models=everything)
         show = enabled()
         with (make_progress() if show else _Null()) as bar, quiet():
-            steps = len(self.candidates) * (1 if everything else 2)
+            steps = len(search.candidates) * (1 if everything else 2)
             task = bar.add_task("auto", total=steps, info="") if show else None
 
             def step(c: Candidate, rung: int, size: int) -> None:
@@ -133,8 +135,7 @@ class AutoDetector(Detector):
             t0 = time.perf_counter()
             if everything:
                 det, spec, fusion = fuse_all(search, choice, self.seed)
-                if self.run_precision not in (None, "32"):
-                    det.to(self.run_device or "cpu", self.run_precision)
+                det.to(self.run_device or "cpu", self.run_precision)  # the ensemble too, like its members
             else:
                 det, spec, fusion = self._refit_best(search, choice, train, clock, bar if show else None, task)
             final_seconds = time.perf_counter() - t0
@@ -143,15 +144,30 @@ class AutoDetector(Detector):
             "chosen": {k: v for k, v in spec.items() if k != "preset"} | {"preset": spec["preset"] or "default"},
             "fusion_mode": self.fusion, "best_single": choice.name, "ensemble": fusion,
             "budget_seconds": self.budget, "seconds": round(clock.spent(), 1),
+            "budget_limited": search.budget_limited(),
             "final_fit_seconds": round(final_seconds, 1), "criterion":
                 f"image AUROC of held-out normal images against the same images with one synthetic defect, the "
                 f"mean over kinds {', '.join(CRITERION_KINDS)}"
                 + ("; shown for each candidate, not used to weigh them (every candidate fitted is fused)" if everything
                    else "; highest mean at the highest rung reached wins"),
             "validation": val.describe(), "traits": traits(train),
-            "candidates": [search.rows[c.name] for c in self.candidates], "seed": self.seed,
+            "candidates": [search.rows[c.name] for c in search.candidates] + self.left_out(search), "seed": self.seed,
         }
         return self
+
+    def pool(self) -> list[Candidate]:
+        """The candidates the search fits: under the default fusion, not those it would not fuse (unless
+        the user named them in `--candidates`)."""
+        if self.fusion == "all" and not self.chosen_by_user:
+            return [c for c in self.candidates if c.fused]
+        return list(self.candidates)
+
+    def left_out(self, search: Search) -> list[dict[str, Any]]:
+        """auto.json rows of the candidates the pool left out, with why."""
+        why = ("not trained: the default fusion leaves it out (too costly for its budget); it competes with "
+               "--fusion best")
+        return [{**c.describe(), "rungs": [], "status": "pruned", "pruned": {"rung": 0, "at_seconds": 0.0, "why": why}}
+                for c in self.candidates if c.name not in search.rows]
 
     def _refit_best(self, search: Search, choice: Candidate, train: ImageSet, clock: Clock, bar, task
                     ) -> tuple[Detector, dict[str, Any], dict[str, Any]]:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,13 @@ from latentad.selection.portfolio import Candidate
 from latentad.selection.search import Search
 
 WEIGHTS = (0.25, 0.5, 0.75)  # the best candidate's share; few, so that fitting them on validation overfits little
+FLAT = 1e-6  # a member whose normal validation scores spread less than this (relative to their size) is flat
+log = logging.getLogger("latentad")
+
+
+def flat(normal: np.ndarray) -> bool:
+    """Scores with (near) zero spread: standardising them would give the member an enormous weight."""
+    return bool(normal.std() <= FLAT * max(1.0, float(np.abs(normal).mean())))
 
 
 def _z(scores: np.ndarray, normal: np.ndarray) -> np.ndarray:
@@ -42,6 +50,10 @@ def fuse_all(search: Search, best: Candidate, seed: int) -> tuple[Any, dict[str,
     from latentad.selection.ensemble import Ensemble
 
     fitted = [c for c in search.candidates if c.name in search.models]
+    dropped = [c.name for c in fitted if flat(search.raw[c.name][0])]
+    for name in dropped:
+        log.warning(f"auto: {name} gives (near) the same score to every held-out normal image; left out of the fusion")
+    fitted = [c for c in fitted if c.name not in dropped] or fitted[:1]
     sizes = [_input_size(c) for c in fitted]
     common = max(sizes, key=sizes.count)
     members = [c for c, s in zip(fitted, sizes, strict=True) if s == common]
@@ -60,6 +72,8 @@ def fuse_all(search: Search, best: Candidate, seed: int) -> tuple[Any, dict[str,
     why = f"every candidate fitted in the budget ({len(names)}), equal weights"
     if other_size:
         why += f"; left out for another input size: {', '.join(other_size)}"
+    if dropped:
+        why += f"; left out for scores without spread on normal images: {', '.join(dropped)}"
     weights = [1.0 / len(names)] * len(names)
     spec = {"name": "ensemble(" + "+".join(names) + ")", "method": "ensemble", "preset": None,
             "options": {"members": tuple(names), "weights": tuple(weights), "image_size": common},

@@ -30,6 +30,7 @@ class Candidate:
     options: dict[str, Any] = field(default_factory=dict)
     preset: str | None = None
     cost: float = 1.0
+    fused: bool = True  # False: too costly for the default fusion's budget; it competes under --fusion best
 
     @property
     def family(self) -> str:
@@ -50,10 +51,16 @@ PORTFOLIO: tuple[Candidate, ...] = (
     Candidate("patchcore_whiten", "patchcore", {"whiten": True, "embed_dim": 0}, cost=1.0),
     Candidate("simplenet", "simplenet", cost=1.5),
     Candidate("patchcore_dinov2", "patchcore", {"backbone": "dinov2_vits14"}, cost=2.2),
+    # the same ImageNet statistics from a wider backbone (Lite2's own input size)
+    Candidate("padim_lite2", "padim", {"backbone": "efficientnet_lite2", "image_size": 256}, cost=1.6, fused=False),
+    # small defects vanish at 224 px: the memory bank at twice the side
+    Candidate("patchcore_448", "patchcore", {"image_size": 448}, cost=3.5, fused=False),
+    # AnomalyDINO: DINOv2 patch tokens at 448 px in a memory bank
+    Candidate("dino_knn", "dino_knn", cost=4.0, fused=False),
     # one contrastive epoch: the self-supervised latent space at a cost a 10-minute search can hold
     Candidate("ssl_gaussian", "ssl_gaussian", {"objective": "contrastive", "epochs": 1}, cost=1.5),
     # the paper's model with the latent-Gaussian AM (docs/ANALYSIS.md); only large budgets reach it
-    Candidate("vqvae_ssim_am", "vqvae_ssim_am", {"am": "gaussian"}, cost=40.0),
+    Candidate("vqvae_ssim_am", "vqvae_ssim_am", {"am": "gaussian"}, cost=40.0, fused=False),
 )
 
 
@@ -61,11 +68,17 @@ def by_name() -> dict[str, Candidate]:
     return {c.name: c for c in PORTFOLIO}
 
 
-def parse_candidates(text: str | None) -> list[Candidate]:
-    """`--candidates a,b,c` -> those candidates in portfolio order (all when None); an unknown name
-    is refused naming the known ones."""
+def parse_candidates(text: str | list[str] | None) -> list[Candidate]:
+    """`--candidates a,b,c` (or a list of names, from a --config file) -> those candidates in portfolio
+    order (all when None); an unknown name is refused naming the known ones."""
     if text is None:
         return list(PORTFOLIO)
+    if isinstance(text, list | tuple):
+        if not all(isinstance(n, str) for n in text):
+            raise ConfigError(f"--candidates {text!r}: expected candidate names")
+        text = ",".join(text)
+    if not isinstance(text, str):
+        raise ConfigError(f"--candidates {text!r}: expected names separated by commas")
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise ConfigError("--candidates: empty list (known: " + ", ".join(by_name()) + ")")

@@ -6,14 +6,21 @@ candidates run first. Before a candidate starts, its time is estimated (its own 
 to the new size, or its cost prior times what the candidates run so far took per image) and the
 candidate is skipped when that, plus the final fit of the best one so far, would overrun the budget,
 or when one rung of it alone would take more than MAX_SHARE of the budget (it would crowd out the
-rest of the search). A candidate that runs past its time is stopped (`progress.deadline`).
-Everything pruned is recorded with when and why.
+rest of the search). A candidate runs under a deadline of DEADLINE_FACTOR times its estimate (at
+least DEADLINE_FLOOR seconds, never past what the budget leaves): one that runs past it is stopped
+(`progress.deadline`), so a slow machine or a bad estimate costs one candidate, not the search. A
+candidate that raises (out of memory, a linear-algebra failure, missing weights) is pruned with its
+error and the search goes on. Everything pruned is recorded with when and why; `budget_limited`
+says whether the budget (or the machine's load) left any candidate out.
+
+`LATENTAD_FAIL_CANDIDATE=NAME` makes candidate NAME's fit raise: a failpoint for tests and checks.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -31,6 +38,10 @@ MIN_RUNG = 16  # the smallest fitting subset a rung uses
 RUNGS = 3
 MAX_SHARE = 0.35  # no single candidate's rung may take more than this share of the whole budget
 PRIOR_SECONDS_PER_IMAGE = 0.05  # gaussian on 2 CPU cores, per image fitted or scored, before anything ran
+DEADLINE_FACTOR = 4.0  # a candidate may take this many times its estimate before it is stopped
+DEADLINE_FLOOR = 60.0  # seconds: estimates of a first, short run are rough
+FAILPOINT = "LATENTAD_FAIL_CANDIDATE"
+BUDGET_REASONS = ("budget", "over time")  # the prunings that mean the budget left a candidate out
 log = logging.getLogger("latentad")
 
 
@@ -106,6 +117,8 @@ class Search:
         with warnings.catch_warnings(record=True) as caught:  # recorded with the candidate, not shown
             warnings.simplefilter("always")
             det = create(c.method, c.preset, device=self.device, seed=self.seed, **c.options)
+            if os.environ.get(FAILPOINT) == c.name:
+                raise RuntimeError(f"failpoint {FAILPOINT}={c.name}")
             det.fit(fit_set)
             t1 = time.perf_counter()
             with torch.inference_mode():
@@ -130,6 +143,17 @@ class Search:
     def prune(self, c: Candidate, rung: int, why: str) -> None:
         self.rows[c.name].update(status="pruned", pruned={"rung": rung, "at_seconds": round(self.clock.spent(), 1),
                                                            "why": why})
+        self.models.pop(c.name, None)  # a pruned candidate is not fused
+        self.raw.pop(c.name, None)
+
+    def budget_limited(self) -> bool:
+        """Whether the budget or the machine's load left a candidate out (not halving, not an error)."""
+        return any(r["pruned"] is not None and r["pruned"]["why"].startswith(BUDGET_REASONS)
+                   for r in self.rows.values())
+
+    def deadline(self, c: Candidate, size: int, allowed: float) -> float:
+        """Seconds `c` may run: DEADLINE_FACTOR times its estimate (at least DEADLINE_FLOOR), within `allowed`."""
+        return min(allowed, max(DEADLINE_FLOOR, DEADLINE_FACTOR * self.estimate(c, size)))
 
     def best_so_far(self) -> Candidate | None:
         done = [c for c in self.candidates if self.rows[c.name]["rungs"]]
@@ -167,13 +191,17 @@ def run_search(search: Search, on_step=None, rungs: int = RUNGS) -> Candidate:
                 search.prune(c, rung, f"budget: about {search.estimate(c, size):.0f}s for this rung, more than "
                                       f"{MAX_SHARE:.0%} of the budget")
                 continue
-            allowed = search.clock.left() - search.reserve(best if best is not c else c)
+            allowed = search.deadline(c, size, search.clock.left() - search.reserve(best if best is not c else c))
             try:
                 with deadline(allowed):
                     search.run_one(c, rung, subset)
             except OverTime:
                 search.prune(c, rung, f"over time: stopped after {allowed:.0f}s (about {need:.0f}s expected "
                                       "with its final fit)")
+                continue
+            except Exception as exc:  # noqa: BLE001 - one candidate's failure must not end the search
+                search.prune(c, rung, f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                log.warning(f"auto: {c.name} failed ({type(exc).__name__}: {exc}); going on without it")
                 continue
             row = search.rows[c.name]["rungs"][-1]
             log.info(f"auto: {c.name} on {size} images: {row['value']:.4f} ± {row['se']:.4f} ({row['seconds']:.0f}s)")
@@ -197,5 +225,9 @@ def run_search(search: Search, on_step=None, rungs: int = RUNGS) -> Candidate:
         alive = sorted(alive, key=lambda c: c.cost)
     chosen = search.best_so_far()
     if chosen is None:
+        failed = [f"{n}: {r['pruned']['why']}" for n, r in search.rows.items()
+                  if r["pruned"] is not None and r["pruned"]["why"].startswith("failed")]
+        if failed:
+            raise ConfigError(f"auto: every candidate run failed ({'; '.join(failed)})")
         raise ConfigError(f"--budget {search.clock.budget:.0f}s: too small for the cheapest candidate")
     return chosen
