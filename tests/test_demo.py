@@ -11,13 +11,14 @@ from latentad.errors import ConfigError
 
 TINY = {"ae_l2": {"image_size": 32, "augment_to": 16, "base_width": 8, "latent_dim": 8, "epochs": 1},
         "padim": {"image_size": 64},
-        "ssl_gaussian": {"image_size": 64, "epochs": 1, "batch_size": 8, "objective": "contrastive"}}
+        "ssl_gaussian": {"image_size": 64, "epochs": 1, "batch_size": 8, "objective": "contrastive"},
+        "auto": {"budget": 300, "candidates": "gaussian,padim"}}
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("syn") / "cat"
-    make_synthetic(root, n_train=12, n_test_good=4, n_test_defect=4, size=64)
+    make_synthetic(root, n_train=40, n_test_good=4, n_test_defect=4, size=64)
     return root
 
 
@@ -28,8 +29,12 @@ def demo(out, data, force=False):
 def test_one_page_compares_the_three_families(data, tmp_path):
     out = tmp_path / "demo"
     result = demo(out, data)
-    assert {m["family"] for m in result["methods"].values()} == {"reconstruction", "pretrained", "selfsupervised"}
+    assert {m["family"] for m in result["methods"].values()} == {"reconstruction", "pretrained", "selfsupervised",
+                                                                 "fusion (auto)"}
     page = (out / "comparison.html").read_text()
+    assert "fused gaussian, padim with equal weights" in page  # the auto run's members and why, from auto.json
+    heat = sorted((out / "compare").glob("*_heat.png"))
+    assert heat and len(heat) == len([p for p in (out / "compare").glob("*.png") if p.name != "roc.png"]) // 2
     for name in TINY:
         assert name in page and (out / name / "report.html").is_file()
         assert 0.0 <= result["methods"][name]["image_auroc"] <= 1.0

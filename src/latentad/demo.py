@@ -1,7 +1,8 @@
 """`latentad demo`: the toolkit's point in five minutes. One method of each latent-space family
 (an autoencoder trained from scratch, frozen ImageNet features, a self-supervised fine-tuned
-encoder) is fitted on the same ELPV solar cells, evaluated on the same test cells, and one page
-compares them (`report.compare`). Each run folder keeps its own report."""
+encoder), and `fit --method auto` with a demo-sized budget, are fitted on the same ELPV solar cells,
+evaluated on the same test cells, and one page compares them (`report.compare`), the auto run with
+the members it fused and why (from its auto.json). Each run folder keeps its own report."""
 
 from __future__ import annotations
 
@@ -9,14 +10,35 @@ import shutil
 from pathlib import Path
 
 from latentad import io
+from latentad.calibration import Calibration
 from latentad.errors import ConfigError
 from latentad.progress import track
 from latentad.report.compare import Compared, write_comparison
 from latentad.runs import evaluate_run, fit_run, open_split
 
 # (method, preset): presets sized so that the three fit and evaluate within minutes on 2 cores
-DEMO_METHODS: tuple[tuple[str, str | None], ...] = (("ae_ssim", "demo"), ("padim", None), ("ssl_gaussian", "demo"))
+DEMO_METHODS: tuple[tuple[str, str | None], ...] = (("ae_ssim", "demo"), ("padim", None), ("ssl_gaussian", "demo"),
+                                                   ("auto", None))
+DEMO_OPTIONS: dict[str, dict] = {"auto": {"budget": 150.0}}  # the default pool, in a budget the demo can hold
 MARKER = "demo.json"
+
+
+def family(method: str) -> str:
+    from latentad.registry import get_method
+
+    return "fusion (auto)" if method == "auto" else get_method(method).family
+
+
+def auto_note(run: Path) -> str | None:
+    """What a `--method auto` run is made of, from its auto.json: the members it fused and why."""
+    if not (run / "auto.json").is_file():
+        return None
+    record = io.read_json(run / "auto.json")
+    fusion = record.get("ensemble", {})
+    made = (f"fused {', '.join(fusion['members'])} with equal weights ({fusion['why']})" if fusion.get("kept")
+            else f"chose {record['chosen']['name']} ({fusion.get('why', 'no fusion')})")
+    limited = "; the demo's budget left candidates out (budget_limited)" if record.get("budget_limited") else ""
+    return f"{made}; {record['seconds']:.0f} s of a {record['budget_seconds']:.0f} s budget{limited}"
 
 
 def clear(out: Path, force: bool) -> None:
@@ -41,14 +63,16 @@ def run_demo(out: Path, force: bool = False, cell_type: str = "mono", methods: l
     chosen = [(m, p) for m, p in DEMO_METHODS if methods is None or m in methods]
     chosen += [(m, None) for m in methods or [] if m not in {c for c, _ in DEMO_METHODS}]
     for m, _ in chosen:
-        get_method(m)  # an unknown name is refused before anything is written
+        family(m)  # an unknown name is refused before anything is written
     clear(out, force)
     path, fmt, opts = data or ("elpv", "elpv", {"cell_type": cell_type, "limit": {"train": 300, "test": 100}})
     io.write_json(out / MARKER, {"methods": [m for m, _ in chosen], "data": {"path": path, "format": fmt, **opts}})
     compared, reference = [], None
     for method, preset in track(chosen, description="demo", total=len(chosen)):
-        options = dict((method_options or {}).get(method, {}))
-        if epochs is not None and "epochs" in get_method(method).Config.__dataclass_fields__:
+        options = dict((method_options or DEMO_OPTIONS).get(method, {}))
+        if method == "auto":
+            options.setdefault("candidates", None)
+        elif epochs is not None and "epochs" in get_method(method).Config.__dataclass_fields__:
             options["epochs"] = epochs
         summary = fit_run(out / method, method, path, fmt, opts, preset, options, 0, False, False, 0.1, None)
         result = evaluate_run(out / method, None, None, None)
@@ -56,11 +80,13 @@ def run_demo(out: Path, force: bool = False, cell_type: str = "mono", methods: l
             reference = result
         elif result.paths != reference.paths:
             raise ConfigError(f"demo: {method} was scored on other test images than {chosen[0][0]}")
-        threshold = io.read_json(out / method / "calibration.json")["image_threshold"]
-        compared.append(Compared(method, get_method(method).family, out / method, result.metrics,
-                                 result.prediction.image_scores, threshold, summary["fit_seconds"]))
+        cal = Calibration.load(out / method / "calibration.json")
+        compared.append(Compared(method, family(method), out / method, result.metrics,
+                                 result.prediction.image_scores, cal.image_threshold, summary["fit_seconds"],
+                                 result.prediction.anomaly_maps, cal, auto_note(out / method)))
     test = open_split(path, fmt, opts).test
-    title = f"three latent spaces on ELPV {cell_type} cells" if data is None else f"latent spaces on {path}"
+    title = f"three latent spaces and their fusion on ELPV {cell_type} cells" if data is None else \
+        f"latent spaces on {path}"
     page = write_comparison(out, title, reference.labels, reference.paths, lambda i: test.records[i].load()[0],
                             compared)
     summary = {"methods": {c.name: {"family": c.family, "preset": p or "default", "fit_seconds": c.fit_seconds,

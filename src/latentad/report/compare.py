@@ -1,7 +1,9 @@
 """One page that compares runs evaluated on the same test images: their metrics side by side, their
 ROC curves on one plot, and the images each run misses at its own calibrated threshold (defects it
 lets through, normal parts it flags), marked where the other runs got them right. It is what the
-three latent spaces look like against each other on one data set."""
+three latent spaces look like against each other on one data set. Each miss is shown with the run's
+heat map on its own calibrated scale, so one sees where the run looked; a fused run (`--method
+auto`) says which members it fused and why."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
 from latentad import io
-from latentad.report.figures import _save_png, plt, save_figure
+from latentad.report.figures import _save_png, overlay, plt, save_figure
 from latentad.report.html import cell
 
 THUMB = 128
@@ -31,6 +33,9 @@ class Compared:
     scores: np.ndarray
     threshold: float
     fit_seconds: float | None = None
+    maps: np.ndarray | None = None  # (N,h,w) test maps in the same order, for the misses' heat maps
+    calibration: object | None = None  # the run's Calibration: the heat maps' scale
+    note: str | None = None  # what the run is made of (a fusion's members and why)
 
 
 def roc_figure(path: Path, labels: np.ndarray, runs: list[Compared]) -> Path:
@@ -58,8 +63,10 @@ def misses(labels: np.ndarray, runs: list[Compared]) -> dict[str, list[int]]:
     return out
 
 
-def thumbnail(out: Path, image: np.ndarray) -> str:
-    pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+def thumbnail(out: Path, image: np.ndarray, amap: np.ndarray | None = None, cal=None) -> str:
+    """A THUMB-px picture of `image`, with `amap`'s heat map over it when given."""
+    pil = overlay(image, amap, cal, max_side=THUMB) if amap is not None else Image.fromarray(
+        image[:, :, 0] if image.shape[2] == 1 else image)
     pil.thumbnail((THUMB, THUMB))
     _save_png(pil, out)
     return out.name
@@ -77,7 +84,11 @@ def write_comparison(out: Path, title: str, labels: np.ndarray, paths: list[str]
         items = []
         for i in wrong[r.name][:per_run]:
             others = [o.name for o in runs if o is not r and i not in set(wrong[o.name])]
-            items.append({"png": f"compare/{thumbnail(folder / f'{r.name}_{i:05d}.png', load(i))}",
+            image = load(i)
+            heat = None if r.maps is None else thumbnail(folder / f"{r.name}_{i:05d}_heat.png", image, r.maps[i],
+                                                            r.calibration)
+            items.append({"png": f"compare/{thumbnail(folder / f'{r.name}_{i:05d}.png', image)}",
+                          "heat": None if heat is None else f"compare/{heat}",
                           "name": Path(paths[i]).name, "truth": "defect" if labels[i] else "normal",
                           "score": float(r.scores[i]), "caught_by": others})
         n_fn = int(sum(labels[i] == 1 for i in wrong[r.name]))
