@@ -6,7 +6,9 @@ For each method (fitted on DATA's train/good unless --runs-dir holds it), on DAT
   (b) a bare loop as a whole process too (Python start, torch import, backbone build included, as
       for (a)): decode + resize the same files (PIL, main thread), run the detector's own backbone
       (its truncated feature extractor) forward, batch 16; also timed inside this process (b_inproc);
-  (c) that backbone forward alone, in this process, on tensors decoded beforehand.
+  (c) that backbone forward alone, in this process, on tensors decoded beforehand;
+  (d) `latentad predict` with its default outputs (an overlay and a mask per image, regions.csv)
+      against (e) scores only (`--overlays none --no-masks`): what writing the results costs.
 Rounds are interleaved and each figure is the best of --rounds. Prints one JSON line per method.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/predict_throughput.py --data ../shared/data/mvtec_ad/bottle
@@ -102,8 +104,12 @@ def main() -> None:
                    for i in range(0, len(files), 16)]
         bare = [sys.executable, "-c", BARE, det.config.backbone, ",".join(det.levels), str(shape[0]), str(shape[1]),
                 *map(str, files)]
-        a = a_onnx = b = b_in = c = float("inf")
+        a = a_onnx = b = b_in = c = d = e = float("inf")
+        predict = [LATENTAD, "predict", "--run", str(run), str(data / "test"), "--out"]
         for _ in range(args.rounds):
+            d = min(d, timed([*predict, str(args.runs_dir / f"pred-{method}-outputs")]))
+            e = min(e, timed([*predict, str(args.runs_dir / f"pred-{method}-scores"), "--overlays", "none",
+                              "--no-masks"]))
             a = min(a, timed([LATENTAD, "predict", "--run", str(run), "--out", str(args.runs_dir / f"pred-{method}"),
                               "--overlays", "none", str(data / "test")]))
             a_onnx = min(a_onnx, timed([LATENTAD, "predict", "--run", str(exp), "--engine", "onnxruntime", "--out",
@@ -116,7 +122,8 @@ def main() -> None:
         row = {"method": method, "images": n, "input": list(shape), "threads": torch.get_num_threads(),
                "predict_img_s": n / a, "predict_onnx_img_s": n / a_onnx, "bare_decode_forward_img_s": n / b,
                "bare_in_process_img_s": n / b_in, "forward_img_s": n / c, "ratio_a_b": b / a, "ratio_a_c": c / a,
-               "ratio_onnx_b": b / a_onnx,
+               "ratio_onnx_b": b / a_onnx, "predict_outputs_img_s": n / d, "predict_scores_only_img_s": n / e,
+               "ratio_outputs_scores": e / d,
                "machine": platform.node(), "date": time.strftime("%Y-%m-%d")}
         line = json.dumps(row)
         print(line, flush=True)

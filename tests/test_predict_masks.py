@@ -91,3 +91,44 @@ def test_an_exported_model_writes_the_same_masks_and_regions(run, tmp_path):
     t, o = (list(csv.DictReader(open(tmp_path / n / "regions.csv"))) for n in ("t", "o"))
     assert [(r["path"], r["x"], r["y"], r["area_px"]) for r in t] == [(r["path"], r["x"], r["y"], r["area_px"])
                                                                       for r in o]
+
+
+def test_files_written_beside_scoring_equal_each_image_drawn_in_turn(run, tmp_path):
+    import torch
+
+    from latentad.evaluation import score_set
+    from latentad.maps.regions import defect_mask, full_size
+    from latentad.predict import images_from_paths
+    from latentad.report.figures import overlay
+    from latentad.runs import load_run
+
+    out, root = run
+    res = runner.invoke(app, ["predict", "--run", str(out), "--out", str(tmp_path / "p"), str(root / "test")])
+    assert res.exit_code == 0, res.output
+    _, det, cal = load_run(out)
+    images = images_from_paths([root / "test"], det.config.channels)
+    images.keep_originals = True
+    drawn, masks, found = [], [], []
+    with torch.inference_mode():
+        pred, *_, paths, _ = score_set(det, images, None, on_batch=lambda b, p: drawn.extend(b.originals))
+    for image, amap, path in zip(drawn, pred.anomaly_maps, paths, strict=True):
+        masks.append(defect_mask(full_size(amap, image.shape[:2]), cal.pixel_threshold))
+        found += [(path, r["x"], r["y"], r["area_px"]) for r in regions(masks[-1], full_size(amap, image.shape[:2]))]
+    rows = list(csv.DictReader(open(tmp_path / "p" / "scores.csv")))
+    assert [r["path"] for r in rows] == paths
+    for i, (image, amap, mask, path) in enumerate(zip(drawn, pred.anomaly_maps, masks, paths, strict=True)):
+        name = f"{i:05d}_{path.rsplit('/', 1)[1].rsplit('.', 1)[0]}.png"
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "p" / "overlays" / name)),
+                              np.asarray(overlay(image, amap, cal)))
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "p" / "masks" / name)), mask * np.uint8(255))
+    got = [(r["path"], int(r["x"]), int(r["y"]), int(r["area_px"])) for r in
+           csv.DictReader(open(tmp_path / "p" / "regions.csv"))]
+    assert got == found and found  # in image order, largest region first within an image
+
+
+def test_a_file_that_cannot_be_written_ends_predict_with_one_line(run, tmp_path):
+    out, root = run
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "overlays").write_text("a file where the overlays' folder goes")
+    res = runner.invoke(app, ["predict", "--run", str(out), "--out", str(tmp_path / "p"), str(root / "test")])
+    assert res.exit_code == 1 and "overlays" in res.output and "Traceback" not in res.output

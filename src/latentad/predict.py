@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import io as _io
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,17 +79,20 @@ def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = Tru
     multi-class run each image is judged by its product's threshold: `category`, or the one it is
     routed to (the `category` and `routed` columns say which). With `masks` (and a localising model
     whose calibration has a pixel threshold) each image's defect mask goes to OUT/masks/ (named like
-    its overlay, at the image's own size) and its regions to OUT/regions.csv."""
+    its overlay, at the image's own size) and its regions to OUT/regions.csv. Masks and overlays are
+    drawn and written by `Outputs` while the model scores the next images."""
     if overlays not in OVERLAYS:
         raise ConfigError(f"--overlays {overlays}: one of {', '.join(OVERLAYS)}")
     detector, cal = open_model(run, engine, device, precision)
     products = Products.of(run, category)
     images = images_from_paths(paths, detector.config.channels, recursive)
     images.keep_originals = overlays != "none"
+    if images.keep_originals:
+        import latentad.report.figures  # noqa: F401 (matplotlib, imported here once rather than by a writer thread)
     rows: list[dict] = []
-    found: list[dict] = []
     if pixel_size is not None and pixel_size <= 0:
         raise ConfigError(f"--pixel-size {pixel_size}: must be a positive length in mm")
+    writer = Outputs(pixel_size)
 
     def draw(batch, pred) -> None:
         cals = products.calibrations(batch.images, cal)
@@ -94,18 +101,17 @@ def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = Tru
             flag = bool(score > cals[j][1].image_threshold)
             rows.append({"path": name, "score": float(score), "is_anomalous": int(flag),
                          **products.columns(cals[j][0])})
-            if masks and pred.anomaly_maps is not None and cals[j][1].pixel_threshold is not None:
-                found.extend(write_mask(out / "masks" / f"{i:05d}_{Path(name).stem}.png", name, pred.anomaly_maps[j],
-                                        batch.orig_sizes[j], cals[j][1].pixel_threshold, pixel_size))
-            if overlays == "all" or (overlays == "anomalous" and flag):
-                from latentad.report.figures import save_overlay  # matplotlib: only when drawing
+            amap = pred.anomaly_maps[j] if pred.anomaly_maps is not None else None
+            stem = f"{i:05d}_{Path(name).stem}.png"
+            mask = masks and amap is not None and cals[j][1].pixel_threshold is not None
+            drawn = overlays == "all" or (overlays == "anomalous" and flag)
+            if mask or drawn:
+                writer.add(Job(name, amap, batch.orig_sizes[j], cals[j][1], out / "masks" / stem if mask else None,
+                               out / "overlays" / stem if drawn else None, batch.originals[j] if drawn else None))
 
-                amap = pred.anomaly_maps[j] if pred.anomaly_maps is not None else None
-                save_overlay(out / "overlays" / f"{i:05d}_{Path(name).stem}.png", batch.originals[j], amap,
-                             cals[j][1])
-
-    with torch.inference_mode():
+    with writer, torch.inference_mode():
         score_set(detector, images, progress=f"{detector.name} predict", on_batch=draw)
+        found = writer.regions()
     write_scores_csv(out / "scores.csv", rows)
     if masks and pred_localizes(detector):
         keys = ["path", *REGION_KEYS] + (["area_mm2"] if pixel_size is not None else [])
@@ -117,21 +123,81 @@ def pred_localizes(detector) -> bool:
     return bool(getattr(detector, "localizes", True))
 
 
-def write_mask(path: Path, name: str, amap: np.ndarray, shape: tuple[int, int], threshold: float,
-               pixel_size: float | None) -> list[dict]:
-    """The image's defect mask (PNG, 0 / 255, at its own size) and its regions (rows naming the image)."""
-    full = full_size(amap, shape)
-    mask = defect_mask(full, threshold)
-    io.write_bytes(path, mask_png(mask))
-    return [{"path": name, **r} for r in regions(mask, full, pixel_size)]
-
-
 def write_table(path: Path, rows: list[dict], keys: list[str]) -> None:
     buf = _io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys)
     writer.writeheader()
     writer.writerows(rows)
     io.write_text(path, buf.getvalue())
+
+
+@dataclass
+class Job:
+    """One image's files: its mask (and regions) and its overlay; a path left None is not written."""
+
+    name: str
+    amap: np.ndarray | None
+    size: tuple[int, int]
+    cal: Calibration
+    mask: Path | None
+    overlay: Path | None
+    image: np.ndarray | None
+
+
+class Outputs:
+    """Masks, regions and overlays drawn, encoded and written by worker threads while the model scores
+    the next images: encoding a full-size overlay costs more than scoring its image, and PIL's
+    encoders, zlib and most of numpy release the GIL. At most `ahead` images wait (each holds its
+    decoded file), so memory stays flat and scoring waits only when the writers fall behind. Regions
+    come back in image order; a writer's error is raised in the scoring thread."""
+
+    def __init__(self, pixel_size: float | None, workers: int | None = None, ahead: int = 32):
+        self.pixel_size, self.ahead = pixel_size, ahead
+        self.workers = workers or write_workers()
+        self.pending: deque[Future[list[dict]]] = deque()
+        self.found: list[dict] = []
+
+    def __enter__(self) -> Outputs:
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="latentad-write")
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=kind is not None)
+
+    def add(self, job: Job) -> None:
+        while len(self.pending) >= self.ahead:
+            self.found += self.pending.popleft().result()
+        self.pending.append(self.pool.submit(write_job, job, self.pixel_size))
+
+    def regions(self) -> list[dict]:
+        """Every region found, in image order, once all files are written."""
+        while self.pending:
+            self.found += self.pending.popleft().result()
+        return self.found
+
+
+def write_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def write_job(job: Job, pixel_size: float | None) -> list[dict]:
+    """Write one image's mask and overlay from its map brought to the image's size once; its regions."""
+    full = full_size(job.amap, job.size) if job.amap is not None else None
+    found: list[dict] = []
+    if job.mask is not None:
+        mask = defect_mask(full, job.cal.pixel_threshold)
+        io.write_bytes(job.mask, mask_png(mask))
+        found = [{"path": job.name, **r} for r in regions(mask, full, pixel_size)]
+    if job.overlay is not None:
+        write_overlay(job.overlay, job.image, full, job.amap, job.cal)
+    return found
+
+
+def write_overlay(path: Path, image: np.ndarray, full: np.ndarray | None, amap: np.ndarray | None,
+                  cal: Calibration) -> None:
+    from latentad.report.figures import overlay_pixels  # matplotlib: only when drawing
+
+    io.write_bytes(path, io.png_bytes(overlay_pixels(image, full, cal, amap)))
 
 
 def recalibrate(run: Path, paths: list[Path], target_fpr: float, recursive: bool = True,

@@ -8,6 +8,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from latentad.io import png_bytes
+
 REGION_KEYS = ("region", "x", "y", "width", "height", "area_px", "peak", "mean")
 
 
@@ -24,12 +26,8 @@ def defect_mask(amap: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def mask_png(mask: np.ndarray) -> bytes:
-    """The defect mask as a PNG (0 / 255): what `predict` writes and the service answers."""
-    import io
-
-    buf = io.BytesIO()
-    Image.fromarray((mask * 255).astype(np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
+    """The defect mask as a greyscale PNG (0 / 255): what `predict` writes and the service answers."""
+    return png_bytes(mask.astype(np.uint8) * np.uint8(255))
 
 
 def regions(mask: np.ndarray, amap: np.ndarray, pixel_size: float | None = None) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io as _io
 from pathlib import Path
 
@@ -47,21 +48,67 @@ def overlay(image: np.ndarray, amap: np.ndarray | None, cal=None, alpha: float =
         base = base.resize((round(base.width * scale), round(base.height * scale)), Image.BILINEAR)
     if amap is None:
         return base
-    low, high, threshold = heat_scale(cal)
-    lo = float(np.min(amap)) if low is None else low
-    hi = float(np.max(amap)) if high is None else high
     full = np.asarray(Image.fromarray(amap.astype(np.float32)).resize(base.size, Image.BILINEAR))
-    norm = np.clip((full - lo) / max(hi - lo, 1e-12), 0, 1)
-    rgb = plt.get_cmap("jet")(norm)[:, :, :3] * 255
-    weight = np.full(full.shape, alpha) if threshold is None else np.where(full > lo, alpha, 0.0)
-    out = np.asarray(base, dtype=np.float64) * (1 - weight[..., None]) + rgb * weight[..., None]
-    if outline and threshold is not None:
-        from scipy import ndimage
+    return Image.fromarray(heat_over(np.asarray(base), full, cal, alpha, outline, amap))
 
-        mask = full > threshold
-        edge = mask & ~ndimage.binary_erosion(mask, iterations=max(1, round(max(base.size) / 300)))
-        out[edge] = 255.0
-    return Image.fromarray(out.round().astype(np.uint8))
+
+def overlay_pixels(image: np.ndarray, full: np.ndarray | None, cal=None, amap: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """`overlay` as an HxWx3 uint8 array, from the map `amap` already brought to the image's own size
+    (`full`: predict resizes each map once, for its mask and its overlay); None: the image alone."""
+    if image.shape[2] == 3:
+        base = image
+    elif image.shape[2] == 1:
+        base = np.repeat(image, 3, axis=2)  # grey to RGB, as PIL converts it
+    else:
+        base = np.asarray(Image.fromarray(image).convert("RGB"))
+    return base if full is None else heat_over(base, full, cal, amap=amap)
+
+
+def heat_over(base: np.ndarray, full: np.ndarray, cal=None, alpha: float = 0.5, outline: bool = True,
+              amap: np.ndarray | None = None) -> np.ndarray:
+    """The heat map `full` (HxW float32, at `base`'s size) blended over `base` (HxWx3 uint8); without a
+    calibrated scale, the range of `amap` (the map before resizing; default `full`) is the scale. Only
+    the pixels the heat map covers are coloured (a good part is mostly clear, so mostly copied),
+    through a table of the colour map's 256 colours: the colour map's own colours, without its
+    per-pixel RGBA arrays."""
+    low, high, threshold = heat_scale(cal)
+    span = full if amap is None else amap
+    lo = float(np.min(span)) if low is None else low
+    hi = float(np.max(span)) if high is None else high
+    out = base.copy()
+    covered = np.ones(full.shape, bool) if threshold is None else full > lo
+    norm = np.clip((full[covered] - lo) / max(hi - lo, 1e-12), 0, 1)
+    with np.errstate(invalid="ignore"):  # NaN: its index is set below
+        index = np.minimum((norm * 256).astype(np.intp), 255)  # as the colour map indexes floats
+    index[np.isnan(norm)] = 256
+    blend = base[covered].astype(np.float64) * (1 - alpha) + _jet()[index] * alpha
+    out[covered] = blend.round().astype(np.uint8)
+    if outline and threshold is not None:
+        out[outline_of(full > threshold, max(1, round(max(full.shape) / 300)))] = 255
+    return out
+
+
+@functools.cache
+def _jet() -> np.ndarray:
+    """The 'jet' colour map's 256 colours (0-255, float) and its colour for NaN last."""
+    cmap = plt.get_cmap("jet")
+    return np.concatenate([cmap(np.arange(256))[:, :3], [cmap.get_bad()[:3]]]) * 255
+
+
+def outline_of(mask: np.ndarray, width: int) -> np.ndarray:
+    """The inner edge of `mask`, `width` pixels wide, as a binary erosion of the whole image (its border
+    counted as outside) gives it, computed on the mask's bounding box only: outside the box the mask
+    is empty, as the erosion's border is."""
+    edge = np.zeros_like(mask)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return edge
+    from scipy import ndimage
+
+    box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    edge[box] = mask[box] & ~ndimage.binary_erosion(mask[box], iterations=width)
+    return edge
 
 
 def save_overlay(path: Path, image: np.ndarray, amap: np.ndarray | None, cal=None) -> Path:
