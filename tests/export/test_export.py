@@ -161,3 +161,51 @@ def test_openvino_scores_like_torch(padim_run, images, tmp_path):
 
 def test_relative_difference_is_the_checks_measure():
     assert relative_difference(np.array([1.0, 100.0]), np.array([1.0, 100.01])) == pytest.approx(1e-4, rel=1e-3)
+
+
+@pytest.fixture(scope="module")
+def search_built():
+    """The ensemble as `fit --method auto` builds it (`Ensemble.of_fitted` on members fitted one by one):
+    members on one backbone at two sizes, a discriminator, the fine-tuned encoder."""
+    from latentad import create
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny workloads (restored below)
+    split = make_synthetic(n_train=8, n_test_good=2, n_test_defect=2, size=SIZE)
+    members = {"gaussian": create("gaussian", image_size=48), "padim": create("padim", image_size=48),
+               "patchcore_whiten": create("patchcore", image_size=48, whiten=True, embed_dim=0),
+               "simplenet": create("simplenet", image_size=48, steps=5),
+               "ssl_gaussian": create("ssl_gaussian", image_size=48, objective="contrastive", epochs=1, augment_to=8),
+               "patchcore_64": create("patchcore", image_size=SIZE)}
+    fitted = [d.fit(split.train) for d in members.values()]
+    torch.set_num_threads(threads)
+    from latentad.selection.ensemble import Ensemble
+
+    stats = [[0.1 * k, 1.0 + k, 0.2 * k, 1.5] for k in range(len(fitted))]
+    return Ensemble.of_fitted(list(members), fitted, stats, 48, seed=0)
+
+
+def test_the_search_built_ensemble_exports_one_copy_of_each_backbone(search_built, tmp_path):
+    from latentad.export.dedupe import weight_copies
+    from latentad.export.graph import export_detector
+
+    (tmp_path / "calibration.json").write_text("{}")
+    exp = tmp_path / "export"
+    meta = export_detector(search_built, tmp_path / "calibration.json", exp, "onnx")
+    assert meta["input"]["shape"][2:] == [SIZE, SIZE] and meta["localizes"]
+    copies = weight_copies(exp / "model.onnx")
+    assert copies and max(copies.values()) == 1
+    x = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    want, got = search_built.predict(x), ExportedDetector(exp).predict(x)
+    assert relative_difference(want.image_scores, got.image_scores) <= 1e-4
+    assert relative_difference(want.anomaly_maps, got.anomaly_maps) <= 1e-4
+
+
+def test_an_export_failure_is_one_line(padim_run, tmp_path, monkeypatch):
+    def fails(*_, **__):
+        raise RuntimeError("Cannot insert a Tensor that requires grad as a constant.\nTensor:\n" + "0.1 " * 5000)
+
+    monkeypatch.setattr(torch.onnx, "export", fails)
+    res = runner.invoke(app, ["export", "--run", str(padim_run), "--out", str(tmp_path / "e")])
+    assert res.exit_code == 2 and "cannot be exported" in res.output and "requires grad" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and "Tensor:" not in res.output

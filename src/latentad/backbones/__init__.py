@@ -27,6 +27,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from latentad.backbones import dinov2, efficientnet_lite, mobilenet_v2
+from latentad.backbones.cache import BackboneId, FeatureCache, active_cache, feature_cache
 from latentad.backbones.extractor import NORMALIZATIONS, FeatureExtractor, fold_conv_bn
 from latentad.backbones.weights import sha256_of
 from latentad.errors import ConfigError
@@ -62,6 +63,18 @@ def build_model(name: str, weights_path: str | Path | None = None, pretrained: b
         f"unknown backbone '{name}' (known: {', '.join(BACKBONES)}, torchvision:ARCH, timm:ARCH, or pass "
         "an nn.Module)"
     )
+
+
+def normalization_of(name: str) -> str:
+    """The input scaling a named backbone's weights expect (what `load_backbone` applies)."""
+    key = name.lower().replace("-", "_")
+    if key in efficientnet_lite.VARIANTS or key in ("lite0", "lite1", "lite2"):
+        return efficientnet_lite.NORMALIZE
+    if key == "mobilenet_v2":
+        return mobilenet_v2.NORMALIZE
+    if key == dinov2.NAME:
+        return dinov2.NORMALIZE
+    return "imagenet"
 
 
 def load_backbone(name: str = DEFAULT_BACKBONE, levels: Sequence[str] = ("stage3", "stage4"),
@@ -115,6 +128,11 @@ def list_levels(name: str = DEFAULT_BACKBONE) -> dict[str, str]:
 
 __all__ = [
     "BACKBONES",
+    "BackboneId",
+    "FeatureCache",
+    "active_cache",
+    "feature_cache",
+    "normalization_of",
     "DEFAULT_BACKBONE",
     "NORMALIZATIONS",
     "FeatureExtractor",

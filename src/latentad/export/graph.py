@@ -13,6 +13,8 @@ import dataclasses
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ import torch.nn as nn
 from latentad import __version__, io
 from latentad.detectors.base import Detector
 from latentad.errors import ConfigError
+from latentad.export.dedupe import dedupe_constants
 from latentad.extras import require
 
 FORMATS = ("onnx", "openvino")
@@ -65,33 +68,66 @@ def trace_onnx(detector: Detector, path: Path) -> list[str]:
         n_out = len(graph(x))
     names = ["scores", "maps"][:n_out]
     axes = {"images": {0: "batch"}, **{n: {0: "batch"} for n in names}}
-    params = [p for m in modules_of(detector) for p in m.parameters() if p.requires_grad]
-    try:
-        for p in params:  # fitted weights enter the graph as constants, which must not require grad
-            p.requires_grad_(False)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracer notes on shapes read as Python numbers
+    with frozen(detector), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on shapes read as Python numbers
+        try:
             torch.onnx.export(graph, (x,), str(path), dynamo=False, input_names=["images"], output_names=names,
                               dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True)
-    finally:
-        for p in params:
-            p.requires_grad_(True)
+            dedupe_constants(path)  # a backbone run at two input sizes is traced twice: one copy of its weights
+        except Exception as exc:  # the exporter's own errors carry whole tensors in their messages
+            raise ConfigError(f"{detector.name}: the scoring graph cannot be exported ({one_line(exc)})") from None
     return names
 
 
+def one_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    first = first if len(first) <= limit else first[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def modules_of(obj, seen: set[int] | None = None) -> list[nn.Module]:
-    """The torch modules a detector holds, through the detectors it is made of (ssl: two)."""
-    seen = set() if seen is None else seen
-    found: list[nn.Module] = []
-    for v in vars(obj).values():
+    """The torch modules a detector holds, through the detectors it is made of (an ensemble's
+    members, ssl's Gaussians) and the lists, tuples and dicts they sit in."""
+    return [v for v in _held(obj, set() if seen is None else seen) if isinstance(v, nn.Module)]
+
+
+def _held(obj, seen: set[int]) -> list:
+    """Modules and tensors reachable from a detector's attributes."""
+    found: list = []
+    values = list(vars(obj).values()) if isinstance(obj, Detector) else [obj]
+    for v in values:
         if id(v) in seen:
             continue
         seen.add(id(v))
-        if isinstance(v, nn.Module):
+        if isinstance(v, nn.Module | torch.Tensor):
             found.append(v)
         elif isinstance(v, Detector):
-            found += modules_of(v, seen)
+            found += _held(v, seen)
+        elif isinstance(v, list | tuple):
+            for item in v:
+                found += _held(item, seen)
+        elif isinstance(v, dict):
+            for item in v.values():
+                found += _held(item, seen)
     return found
+
+
+@contextmanager
+def frozen(detector: Detector) -> Iterator[None]:
+    """Every weight and fitted tensor of `detector` without requires_grad while the graph is traced
+    (they enter it as constants, which must not require grad), restored afterwards."""
+    held = _held(detector, set())
+    tensors = [p for m in held if isinstance(m, nn.Module) for p in m.parameters()]
+    tensors += [t for t in held if isinstance(t, torch.Tensor) and t.is_leaf]
+    changed = [t for t in tensors if t.requires_grad]
+    for t in changed:
+        t.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for t in changed:
+            t.requires_grad_(True)
 
 
 def export_detector(detector: Detector, calibration: Path, out: Path, fmt: str = "onnx",

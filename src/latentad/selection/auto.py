@@ -131,7 +131,10 @@ class AutoDetector(Detector):
                     bar.update(task, description=f"auto: {c.name} (rung {rung + 1}, {size} images)",
                                info=f"{clock.spent():.0f}s of {clock.budget:.0f}s", advance=1)
 
-            choice = run_search(search, step, rungs=1 if everything else RUNGS)
+            from latentad.backbones import feature_cache
+
+            with feature_cache():  # candidates on one backbone extract the same images' features once
+                choice = run_search(search, step, rungs=1 if everything else RUNGS)
             t0 = time.perf_counter()
             if everything:
                 det, spec, fusion = fuse_all(search, choice, self.seed)
@@ -214,8 +217,11 @@ def _final(choice: Candidate, fusion: dict[str, Any]) -> dict[str, Any]:
     """What is fitted at the end: the best candidate, or the ensemble of two when the fusion was kept."""
     if not fusion["kept"]:
         return {**choice.describe(), "preset": choice.preset}
+    known = by_name()
+    specs = tuple({"name": m, "method": known[m].method, "preset": known[m].preset, "options": known[m].options}
+                  for m in fusion["members"])  # the run describes its members (not the portfolio of the day)
     options = {"members": tuple(fusion["members"]), "weights": tuple(fusion["weights"]),
-               "image_size": fusion["image_size"]}
+               "image_size": fusion["image_size"], "specs": specs}
     return {"name": "ensemble(" + "+".join(fusion["members"]) + ")", "method": "ensemble", "preset": None,
             "options": options, "family": "ensemble"}
 

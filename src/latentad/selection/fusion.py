@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from latentad.data.geometry import as_shape
+from latentad.selection.ensemble import largest
 from latentad.selection.folds import fold_figures
 from latentad.selection.portfolio import Candidate
 from latentad.selection.search import Search
@@ -44,8 +46,8 @@ def _input_size(c: Candidate) -> Any:
 
 
 def fuse_all(search: Search, best: Candidate, seed: int) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """The ensemble of every candidate the search fitted (at the input size most of them share), the
-    spec the run records, and the fusion's record with its validation figure (shown, not used: its
+    """The ensemble of every candidate the search fitted (each at its own input size), the spec the run
+    records, and the fusion's record with its validation figure (shown, not used: its
     standardisation was measured on the same normal images)."""
     from latentad.selection.ensemble import Ensemble
 
@@ -53,33 +55,29 @@ def fuse_all(search: Search, best: Candidate, seed: int) -> tuple[Any, dict[str,
     dropped = [c.name for c in fitted if flat(search.raw[c.name][0])]
     for name in dropped:
         log.warning(f"auto: {name} gives (near) the same score to every held-out normal image; left out of the fusion")
-    fitted = [c for c in fitted if c.name not in dropped] or fitted[:1]
-    sizes = [_input_size(c) for c in fitted]
-    common = max(sizes, key=sizes.count)
-    members = [c for c, s in zip(fitted, sizes, strict=True) if s == common]
-    other_size = [c.name for c, s in zip(fitted, sizes, strict=True) if s != common]
+    members = [c for c in fitted if c.name not in dropped] or fitted[:1]
     if len(members) < 2:
-        why = f"only {len(members)} candidate fitted in the budget at one input size: no fusion"
+        why = f"only {len(members)} candidate fitted in the budget: no fusion"
         return search.models[best.name][0], {**best.describe(), "preset": best.preset}, {"kept": False, "why": why}
     names = [c.name for c in members]
     normal = [search.raw[n][0] for n in names]
     stats = [[float(s.mean()), float(s.std()) + 1e-12, search.models[n][1], search.models[n][2]]
              for n, s in zip(names, normal, strict=True)]
-    det = Ensemble.of_fitted(names, [search.models[n][0] for n in names], stats, common, seed)
+    det = Ensemble.of_fitted(names, [search.models[n][0] for n in names], stats, None, seed,
+                             [c.preset for c in members]).standardise_on(search.val.normal)
     fused = {k: np.mean([_z(search.raw[n][1][k], s) for n, s in zip(names, normal, strict=True)], 0)
              for k in search.raw[names[0]][1]}
     fig = fold_figures(np.mean([_z(s, s) for s in normal], 0), fused, search.val.groups, search.kinds)
     why = f"every candidate fitted in the budget ({len(names)}), equal weights"
-    if other_size:
-        why += f"; left out for another input size: {', '.join(other_size)}"
     if dropped:
         why += f"; left out for scores without spread on normal images: {', '.join(dropped)}"
     weights = [1.0 / len(names)] * len(names)
+    size = det.config.image_size
     spec = {"name": "ensemble(" + "+".join(names) + ")", "method": "ensemble", "preset": None,
-            "options": {"members": tuple(names), "weights": tuple(weights), "image_size": common},
-            "family": "ensemble"}
+            "options": {"members": tuple(names), "weights": tuple(weights), "image_size": size,
+                        "specs": det.config.specs}, "family": "ensemble"}
     return det, spec, {"kept": True, "members": names, "weights": weights, "value": fig["value"], "se": fig["se"],
-                       "image_size": common, "why": why}
+                       "image_size": size, "why": why}
 
 
 def partner(search: Search, best: Candidate) -> Candidate | None:
@@ -94,13 +92,11 @@ def consider(search: Search, best: Candidate) -> dict[str, Any]:
     other = partner(search, best)
     if other is None:
         return {"kept": False, "why": "no candidate of another family reached the last rung"}
-    sizes = {_input_size(c) for c in (best, other)}
-    if len(sizes) > 1:
-        return {"kept": False, "members": [best.name, other.name], "why": "the members' input sizes differ"}
     single = search.rows[best.name]["rungs"][-1]
     out = fuse(search.raw[best.name], search.raw[other.name], search.val.groups, search.kinds, single)
     out["why"] = f"{best.name} + {other.name}: " + out["why"]
-    return {"members": [best.name, other.name], **out, "image_size": sizes.pop()}
+    size = largest([as_shape(_input_size(c)) for c in (best, other)])
+    return {"members": [best.name, other.name], **out, "image_size": size}
 
 
 def fuse(a: tuple[np.ndarray, dict[str, np.ndarray]], b: tuple[np.ndarray, dict[str, np.ndarray]],

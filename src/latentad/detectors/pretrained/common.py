@@ -19,7 +19,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from latentad.backbones import DEFAULT_BACKBONE, FeatureExtractor, load_backbone, wrap_module
+from latentad.backbones import (
+    DEFAULT_BACKBONE,
+    BackboneId,
+    FeatureExtractor,
+    active_cache,
+    load_backbone,
+    normalization_of,
+    wrap_module,
+)
 from latentad.backbones import weights_sha256 as backbone_weights_sha256
 from latentad.detectors.base import Detector, DetectorConfig, Images, Latents
 from latentad.errors import ConfigError
@@ -147,12 +155,31 @@ class PretrainedDetector(Detector):
             yield x, feats  # outside the context: inference mode must not leak into the caller
 
     def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{level: float features} of one batch (the backbone in the detector's precision)."""
+        """{level: float features} of one batch (the backbone in the detector's precision); inside a
+        `backbones.feature_cache()` block, looked up among the batches any detector extracted there."""
+        cache = active_cache()
+        backbone = self.backbone_id() if cache is not None else None
+        if backbone is not None:
+            return cache.features(backbone, x, self.levels, self.extract)
+        return self.extract(self.extractor, x)
+
+    def extract(self, extractor: FeatureExtractor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{level: float features} of one batch from `extractor` (this one's, or one shared with other
+        detectors reading the same backbone) in this detector's precision."""
         with self.autocast():
-            feats = self.extractor(x)
+            feats = extractor(x)
         if self.compute_precision != "32":
             feats = {lv: f.float() for lv, f in feats.items()}
         return feats
+
+    def backbone_id(self) -> BackboneId | None:
+        """What decides this detector's features of a batch besides the batch (equal ids: equal
+        features, so one pass may serve several detectors); None for a user module (not shareable)."""
+        if self.custom_backbone:
+            return None
+        cfg = self.config
+        return BackboneId(cfg.backbone.lower().replace("-", "_"), cfg.weights_path, normalization_of(cfg.backbone),
+                          cfg.resize, self.compute_precision, str(self.device))
 
     def score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.score_features(self.features(x))

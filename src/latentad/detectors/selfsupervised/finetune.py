@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentad.backbones import build_model, wrap_module
+from latentad.backbones import FeatureExtractor, build_model, wrap_module
 from latentad.backbones.efficientnet_lite import NORMALIZE as LITE_NORMALIZE
 from latentad.config import AT_LEAST_ONE, POSITIVE, Bound
 from latentad.data.base import ImageSet
@@ -34,6 +34,7 @@ from latentad.data.defects import defect_batch
 from latentad.detectors.base import DetectorConfig, Images, Latents
 from latentad.detectors.pretrained.gaussian import GaussianAD
 from latentad.detectors.pretrained.padim import PaDiM
+from latentad.detectors.pretrained.shared import sharing_on
 from latentad.detectors.reconstruction.trainable import TrainableDetector, TrainingConfig
 
 
@@ -148,6 +149,7 @@ class FineTunedGaussian(TrainableDetector):
         super().__init__(config, **overrides)
         self.image_model: GaussianAD | None = None
         self.map_model: PaDiM | None = None
+        self._joint: FeatureExtractor | None = None  # one pass for both Gaussians (`score_batch`)
 
     def build_model(self) -> Encoder:
         return Encoder(self.config)
@@ -184,6 +186,7 @@ class FineTunedGaussian(TrainableDetector):
 
     def fit(self, train: ImageSet):
         super().fit(train)  # fine-tunes self.model
+        self._joint = None
         self.image_model, self.map_model = self._gaussians(self._network(self.model.fx.model.state_dict()))
         self.image_model.fit(train)
         self.map_model.fit(train)
@@ -191,8 +194,23 @@ class FineTunedGaussian(TrainableDetector):
 
     # -- scoring --------------------------------------------------------------------------------
     def score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The image Gaussian's score and the map Gaussians' map, each from its own copy of the encoder."""
-        return self.image_model.score_batch(x)[0], self.map_model.score_batch(x)[1]
+        """The image Gaussian's score and the map Gaussians' map from one pass of the fine-tuned encoder
+        recording both's levels (`LATENTAD_SHARED_PASS=0`: each from its own copy, two passes)."""
+        if not sharing_on():
+            return self.image_model.score_batch(x)[0], self.map_model.score_batch(x)[1]
+        feats = self.image_model.extract(self.joint_extractor, x)
+        return self.image_model.score_features(feats)[0], self.map_model.score_features(feats)[1]
+
+    @property
+    def joint_extractor(self) -> FeatureExtractor:
+        """The fine-tuned network recording the image level and the map levels (built on first use)."""
+        if self._joint is None:
+            c = self.config
+            levels = list(dict.fromkeys([*self.image_model.levels, *self.map_model.levels]))
+            net = self._network(self.model.fx.model.state_dict())
+            self._joint = wrap_module(net, levels, LITE_NORMALIZE if "lite" in c.backbone else "imagenet",
+                                      name=c.backbone).to(self.device)
+        return self._joint
 
     def embed(self, images: Images) -> Latents:
         """pooled (N, C) and positions (N, C', h, w) after fine-tuning, and the same before it."""
@@ -209,6 +227,7 @@ class FineTunedGaussian(TrainableDetector):
     # -- persistence ----------------------------------------------------------------------------
     def move_state(self, device: torch.device) -> None:
         super().move_state(device)
+        self._joint = None
         for d in (self.image_model, self.map_model):
             if d is not None:
                 d.to(device, self.compute_precision)
@@ -223,6 +242,7 @@ class FineTunedGaussian(TrainableDetector):
         self.model = self.build_model().to(self.device)
         self.model.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")})
         self.model.eval()
+        self._joint = None
         self.image_model, self.map_model = self._gaussians(self._network(self.model.fx.model.state_dict()))
         self.image_model.load_state_tensors({k[6:]: v for k, v in tensors.items() if k.startswith("image.")})
         self.map_model.load_state_tensors({k[4:]: v for k, v in tensors.items() if k.startswith("map.")})
