@@ -109,3 +109,70 @@ def test_the_service_judges_each_upload_by_its_products_threshold(run, two):
             assert bad.status_code == 400 and "product 'gamma': unknown (the products: alpha, beta)" in bad.text
     finally:
         api.state.service.close()
+
+
+def noise_png(seed: int = 0) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_the_router_answers_unknown_beyond_each_products_radius(run, two):
+    import torch
+
+    from latentad import io
+    from latentad.data.base import decode_image, to_input
+    from latentad.multiclass import route_known
+
+    router = io.read_tensors(run / "routing.safetensors")
+    assert router["radius"].shape == (2,) and bool(((router["radius"] > 0) & (router["radius"] < 2)).all())
+    own = [to_input(decode_image(p, p.name), (32, 32), 3) for p in sorted((two / "beta" / "train" / "good").glob("*"))]
+    assert all(known for _, _, known in route_known(router, torch.stack(own)))
+    noise = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert not any(known for _, _, known in route_known(router, noise))
+    del router["radius"]  # a router fitted before the radius existed accepts everything
+    assert all(known for _, _, known in route_known(router, noise))
+
+
+def test_multi_class_writes_name_their_product_and_take_effect(run, two, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from latentad.serve.app import create_app
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    api = create_app(copy, token="s3cret")
+    auth = {"Authorization": "Bearer s3cret"}
+    goods = [("files", (p.name, p.read_bytes(), "image/png")) for p in sorted((two / "beta").glob("train/good/*"))]
+    tests = [("files", (p.name, p.read_bytes(), "image/png")) for p in sorted((two / "beta").glob("test/*/*.png"))]
+    try:
+        with TestClient(api, base_url="http://127.0.0.1") as c:
+            alpha = c.get("/health").json()["products"]["alpha"]["threshold"]
+            beta = c.get("/health").json()["products"]["beta"]["threshold"]
+            r = c.post("/calibrate", files=goods, data={"target_fpr": "0.25"}, headers=auth)
+            assert r.status_code == 400 and "product=one of alpha, beta" in r.json()["detail"]
+            r = c.post("/calibrate?product=beta", files=goods, data={"target_fpr": "0.25"}, headers=auth)
+            new = r.json()["threshold"]
+            assert r.status_code == 200 and new != beta and r.json()["product"] == "beta"
+            rows = c.post("/predict?product=beta", files=tests, headers=auth).json()["results"]
+            assert {r["threshold"] for r in rows} == {new}
+            rows = c.post("/predict", files=tests, headers=auth).json()["results"]
+            assert all(r["threshold"] == new for r in rows if r["category"] == "beta")
+            h = c.get("/health").json()
+            assert h["products"]["beta"]["threshold"] == new and h["products"]["alpha"]["threshold"] == alpha
+            assert h["products"]["beta"]["drift"]["window"] == len(tests) + sum(r["category"] == "beta" for r in rows)
+            row = c.post("/predict", files=[("files", ("noise.png", noise_png(), "image/png"))],
+                         headers=auth).json()["results"][0]
+            assert row["routed"] == "unknown" and row["is_anomalous"] == 1 and row["threshold"] is None
+            assert c.post("/calibrate/undo", headers=auth).status_code == 400
+            assert c.post("/calibrate/undo?product=beta", headers=auth).json()["threshold"] == beta
+            assert c.post("/calibrate/feedback", headers=auth).status_code == 400
+    finally:
+        api.state.service.close()

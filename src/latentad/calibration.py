@@ -45,11 +45,8 @@ class Calibration:
     def from_normal(scores: np.ndarray, maps: np.ndarray | None, target_fpr: float, source: str) -> Calibration:
         low = high = pixel = pixel_fpr = None
         if maps is not None:
-            flat = maps.reshape(-1)
-            if flat.size > 2_000_000:  # a fixed-stride sample is plenty for these quantiles
-                flat = flat[:: flat.size // 2_000_000 + 1]
-            low, high, pixel = (float(v) for v in np.quantile(flat, [0.5, 0.999, 1 - PIXEL_FPR]))
-            pixel_fpr = float(np.mean(flat > pixel))
+            low, high, pixel = (float(v) for v in np.quantile(pixel_sample(maps), [0.5, 0.999, 1 - PIXEL_FPR]))
+            pixel_fpr = held_out_pixel_fpr(maps)
         n = len(scores)
         if target_fpr < 1.0 / n:
             warnings.warn(
@@ -71,6 +68,26 @@ class Calibration:
         if values.get("min_fpr") is None and values.get("n_images"):
             values["min_fpr"] = 1.0 / (int(values["n_images"]) + 1)  # files written before it was recorded
         return Calibration(**values)
+
+
+def pixel_sample(maps: np.ndarray) -> np.ndarray:
+    """The maps' values, flattened; a fixed-stride sample of 2 M when larger (plenty for quantiles)."""
+    flat = maps.reshape(-1)
+    return flat[:: flat.size // 2_000_000 + 1] if flat.size > 2_000_000 else flat
+
+
+def held_out_pixel_fpr(maps: np.ndarray) -> float | None:
+    """The share of normal pixels above a pixel threshold set as `from_normal` sets it, measured on
+    images it was not set on: set on every other image, measured on the rest, both ways, averaged.
+    Measured on the pixels it was set on, the share is PIXEL_FPR by construction and says nothing.
+    None with fewer than two images."""
+    if len(maps) < 2:
+        return None
+    rates = []
+    for fit, held in ((maps[0::2], maps[1::2]), (maps[1::2], maps[0::2])):
+        cut = np.quantile(pixel_sample(fit), 1 - PIXEL_FPR)
+        rates.append(float(np.mean(pixel_sample(held) > cut)))
+    return float(np.mean(rates))
 
 
 def with_more_normals(cal: Calibration, scores: list[float], source: str) -> Calibration:

@@ -4,7 +4,10 @@ Every method fits one model on the union of the categories' normal images (Dinom
 memory-bank methods then hold one shared bank, the Gaussian ones shared statistics). Calibration
 stays per category: each category's held-out normal images set its own threshold
 (RUN/calibrations/<name>.json), and `evaluate --data DIR` on such a run scores DIR's category with
-that threshold; without `--data` it evaluates every category and reports their mean.
+that threshold; without `--data` it evaluates every category and reports their mean. An image
+without a product label is routed to the product of its nearest routing example; the router also
+keeps each product's routing radius, so the service can answer an image that resembles no product
+as routed nowhere instead of judging it by a stranger's threshold.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ def find_category(config: dict, data: str) -> str:
 
 THUMB = 24  # side of the thumbnails products are told apart by
 PER_CATEGORY = 64  # fitting images per category kept as routing examples
+ROUTE_SLACK = 3.0  # an unseen image of a category lies this much further out than its examples do at most
+ROUTE_FLOOR = 0.25  # the smallest routing radius (1 - cosine): a tight product still takes its defects
+ROUTE_NOISE = 0.95  # the radius stays below this share of the distance at which random thumbnails lie
 
 
 def thumbnails(x):
@@ -77,7 +83,8 @@ def thumbnails(x):
 
 
 def fit_router(fit_sets: dict[str, ImageSet], seed: int):
-    """Routing examples: up to PER_CATEGORY thumbnails of each category's fitting images, and their labels."""
+    """Routing examples: up to PER_CATEGORY thumbnails of each category's fitting images, their labels,
+    and each category's routing radius (`route_radius`)."""
     import numpy as np
     import torch
 
@@ -87,10 +94,41 @@ def fit_router(fit_sets: dict[str, ImageSet], seed: int):
         batch = images.subset(sorted(pick)).with_size(64, 3).load_all().images
         feats.append(thumbnails(batch))
         labels.append(torch.full((len(pick),), k, dtype=torch.int64))
-    return {"thumbs": torch.cat(feats), "labels": torch.cat(labels)}
+    return {"thumbs": torch.cat(feats), "labels": torch.cat(labels),
+            "radius": torch.tensor([route_radius(f) for f in feats], dtype=torch.float32)}
+
+
+def route_radius(thumbs) -> float:
+    """How far (1 - cosine) from its nearest routing example an image of this category may lie:
+    ROUTE_SLACK times the farthest leave-one-out nearest distance among the examples (at least
+    ROUTE_FLOOR), but short of where structureless images fall: ROUTE_NOISE of the nearest distance
+    of 512 seeded random thumbnails, so that noise, a blank frame or another product is not routed."""
+    import torch
+    import torch.nn.functional as F
+
+    noise = F.normalize(torch.randn(512, thumbs.shape[1], generator=torch.Generator().manual_seed(0)), dim=1)
+    ceiling = ROUTE_NOISE * float((1.0 - (noise @ thumbs.T).max(1).values).min())
+    if len(thumbs) < 2:
+        return ceiling
+    sims = thumbs @ thumbs.T
+    sims.fill_diagonal_(-2.0)
+    spread = float((1.0 - sims.max(1).values).max())
+    return min(max(ROUTE_SLACK * spread, ROUTE_FLOOR), ceiling)
 
 
 def route(router: dict, x) -> list[int]:
     """Each image's category index: its nearest routing example's (cosine on thumbnails)."""
     sims = thumbnails(x.cpu()) @ router["thumbs"].T
     return router["labels"][sims.argmax(1)].tolist()
+
+
+def route_known(router: dict, x) -> list[tuple[int, float, bool]]:
+    """Each image's nearest category index, its distance (1 - cosine) to that category's nearest
+    example, and whether it lies within the category's routing radius (routers fitted before the
+    radius existed accept every image)."""
+    sims = thumbnails(x.cpu()) @ router["thumbs"].T
+    best = sims.max(1)
+    labels = router["labels"][best.indices].tolist()
+    dist = (1.0 - best.values).tolist()
+    radius = router.get("radius")
+    return [(k, d, radius is None or d <= float(radius[k])) for k, d in zip(labels, dist, strict=True)]

@@ -45,6 +45,22 @@ def run(fitted, tmp_path):
     return copy
 
 
+@pytest.fixture(scope="package")
+def slow_jpeg() -> bytes:
+    """A progressive 6000x6000 JPEG at the scan cap: seconds of CPU to decode, under every other cap."""
+    import io
+
+    from PIL import Image
+
+    from latentad.serve.formats import MAX_JPEG_SCANS
+
+    buf = io.BytesIO()
+    Image.new("L", (6000, 6000), 128).save(buf, "JPEG", progressive=True)
+    data = buf.getvalue()
+    last = data.rindex(b"\xff\xda")
+    return data[:last] + data[last:-2] * (MAX_JPEG_SCANS - data.count(b"\xff\xda") + 1) + b"\xff\xd9"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,18 +69,20 @@ def free_port() -> int:
 
 @pytest.fixture
 def server_factory(run):
-    """Start `create_app(run, token="s3cret", **options)` under uvicorn on 127.0.0.1:
-    returns (base URL, app, port); every server started is stopped after the test."""
+    """Start `create_app(run, token="s3cret", **options)` under uvicorn on 127.0.0.1, configured as
+    `latentad serve` configures it: returns (base URL, app, port); every server started is stopped
+    after the test."""
     import uvicorn
 
     from latentad.serve.app import create_app
+    from latentad.serve.limits import server_config
 
     started = []
 
     def start(**options):
         api = create_app(run, token="s3cret", **options)
         port = free_port()
-        srv = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
+        srv = uvicorn.Server(server_config(api, "127.0.0.1", port))  # the limits `latentad serve` runs with
         thread = threading.Thread(target=srv.run, daemon=True)
         thread.start()
         started.append((srv, thread, api))

@@ -111,9 +111,14 @@ def test_calibrate_changes_the_next_threshold_and_undo_restores_it(client, run, 
     new = r.json()
     assert new["n_images"] == len(normals) and new["target_fpr"] == 0.3 and new["threshold"] != before
     assert json.loads((run / "calibration.json").read_text())["image_threshold"] == new["threshold"]
-    assert json.loads((run / "calibration.prev.json").read_text())["image_threshold"] == before
+    kept = sorted((run / "calibration.history" / "run").glob("*.json"))
+    assert [json.loads(k.read_text())["image_threshold"] for k in kept] == [before]
     one = files_of(images[:1])
     assert client.post("/predict", files=one, headers=AUTH).json()["results"][0]["threshold"] == new["threshold"]
+    second = client.post("/calibrate", files=files_of(normals), data={"target_fpr": "0.5"}, headers=AUTH).json()
+    assert second["threshold"] != new["threshold"]
+    # undo walks back the whole history, one write at a time
+    assert client.post("/calibrate/undo", headers=AUTH).json()["threshold"] == new["threshold"]
     assert client.post("/calibrate/undo", headers=AUTH).json()["threshold"] == before
     assert client.post("/predict", files=one, headers=AUTH).json()["results"][0]["threshold"] == before
     assert client.post("/calibrate/undo", headers=AUTH).status_code == 400  # nothing left to undo
@@ -158,18 +163,27 @@ def test_the_operator_page_is_served_without_a_token(client):
     assert r.status_code == 200 and "latentad inspection" in r.text and "/predict?map=png" in r.text
 
 
-def test_parts_marked_good_are_kept_and_recalibrate_with_undo(client, run, images):
+def test_only_flagged_parts_are_kept_once_and_recalibrate_with_undo(client, run, images, data):
     before = client.get("/health").json()["threshold"]
     bad = client.post("/calibrate/feedback", headers=AUTH)
     assert bad.status_code == 400 and "no part has been marked good yet" in bad.text
-    high = sorted(images, key=lambda p: p.name)[-3:]
-    r = client.post("/feedback", files=files_of(high), headers=AUTH)
-    assert r.status_code == 200 and r.json() == {"kept": 3, "total": 3}
+    candidates = [*images, *sorted(data.glob("train/good/*.png"))]
+    scored = client.post("/predict", files=files_of(candidates), headers=AUTH).json()["results"]
+    flagged = [p for p, r in zip(candidates, scored, strict=True) if r["is_anomalous"]][:4]
+    passed = [p for p, r in zip(candidates, scored, strict=True) if not r["is_anomalous"]]
+    assert flagged and passed
+    r = client.post("/feedback", files=files_of([*flagged, passed[0], flagged[0]]), headers=AUTH)
+    assert r.status_code == 200 and r.json()["kept"] == len(flagged) and r.json()["total"] == len(flagged)
+    reasons = [x.get("reason", "") for x in r.json()["results"]]
+    assert reasons[len(flagged)].startswith("not flagged") and reasons[-1] == "already kept"
     index = json.loads((run / "feedback" / "feedback.json").read_text())["parts"]
-    assert [(run / "feedback" / p["file"]).read_bytes() for p in index] == [p.read_bytes() for p in high]
-    assert client.get("/health").json()["feedback"] == 3
-    r = client.post("/calibrate/feedback", headers=AUTH)
-    assert r.status_code == 200 and r.json()["marked"] == 3
+    assert sorted((run / "feedback" / p["file"]).read_bytes() for p in index) == sorted(p.read_bytes() for p in flagged)
+    assert client.get("/health").json()["feedback"] == len(flagged)
+    first = client.post("/calibrate/feedback", headers=AUTH).json()
+    again = client.post("/calibrate/feedback", headers=AUTH).json()
+    assert first["marked"] == len(flagged) and again["threshold"] == first["threshold"]  # rebuilt, never stacked
     cal = json.loads((run / "calibration.json").read_text())
-    assert cal["n_images"] == len(cal["normal_scores"]) and "3 parts an operator marked good" in cal["source"]
+    assert f"{len(flagged)} parts an operator marked good" in cal["source"]
+    assert client.post("/calibrate/undo", headers=AUTH).json()["threshold"] == first["threshold"]
     assert client.post("/calibrate/undo", headers=AUTH).json()["threshold"] == before
+    assert client.post("/feedback/clear", headers=AUTH).json() == {"removed": len(flagged), "total": 0}

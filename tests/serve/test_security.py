@@ -262,11 +262,15 @@ def test_the_token_comes_from_a_file_and_off_loopback_needs_one(run, tmp_path):
     assert res.exit_code == 2 and "--allow-origin" in res.output
 
 
-def test_bad_image_among_good_ones_is_refused_with_its_name(open_client, data):
+def test_a_bad_image_among_good_ones_fails_only_its_row(open_client, data):
     good = sorted(data.glob("test/good/*.png"))[0].read_bytes()
     arr = np.zeros((8, 8), np.uint8)
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     files = [("files", ("g.png", good, "image/png")), ("files", ("cut.png", buf.getvalue()[:20], "image/png"))]
     r = open_client.post("/predict", files=files)
+    assert r.status_code == 200, r.text
+    rows = r.json()["results"]
+    assert "score" in rows[0] and rows[1]["error"].startswith("cut.png") and "score" not in rows[1]
+    r = open_client.post("/predict", files=files[1:])  # every file failed: the request fails
     assert r.status_code == 400 and r.json()["detail"].startswith("cut.png")

@@ -77,7 +77,7 @@ def test_operator_page_shows_regions_scale_drift_and_takes_a_false_alarm(server,
 
     base, api = server
     service = api.state.service
-    service.calibration = replace(service.calibration, image_threshold=-1e30)  # every part flagged
+    service.calibrations.current[None] = replace(service.calibration, image_threshold=-1e30)  # every part flagged
     errors: list[str] = []
     with sync_playwright() as p:
         browser, page = upload_two(p, base, images, errors)

@@ -98,11 +98,15 @@ class Batcher:
             raise QueueFull(f"more than {self.jobs.maxsize} requests waiting") from None
         return job.future
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 3.0) -> None:
+        """Stop after the batch in progress; a full queue is not waited on (the thread is a daemon)."""
         with self.guard:
             self.closed = True
-        self.jobs.put(None)
-        self.thread.join(timeout=10)
+        try:
+            self.jobs.put_nowait(None)
+        except queue.Full:
+            pass
+        self.thread.join(timeout=wait_s)
 
     def _supervised(self) -> None:
         while True:

@@ -1,10 +1,12 @@
 """The service's memory budget: what one request and all requests together may hold.
 
-Three limits keep a burst of requests from exhausting the server (the README states the resulting
-bound): the body of one request is capped while it streams (`guard`); the pixels one request may
-make the server decode are capped, checked from each file's header before its pixels are decoded;
-and the decoded images held at once (reduced to the model's input as soon as they are decoded,
-waiting in the queue or being scored) are capped in bytes across all requests.
+One account per request (a `Hold`), opened by the front door (`guard`) when the request arrives and
+closed only after its answer has been sent, holds everything the request makes the server keep:
+its body as it streams in (whether the multipart parser keeps a part in memory or spools it), the
+model inputs its uploads are decoded to (full-size pixels live only in a decode worker, see
+`decoder`), and its serialised answer (overlays and masks included). All accounts together stay
+within the budget (503 past it); one request alone asking for more is refused (413). The pixels one
+request may make the server decode are capped too, checked from each file's header.
 """
 
 from __future__ import annotations
@@ -31,29 +33,38 @@ class Budget:
 
 
 class Hold:
-    """One request's share of the budget; released once, when its images have left the service."""
+    """One request's share of the budget, released when its last holder lets go: the request once
+    its answer is sent, and each job handed to the model thread once it has left the queue (a job
+    whose client went away still holds its inputs until then)."""
 
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
         self.bytes = 0
+        self.holders = 1
         self.released = False
-        self.submitted = False  # handed to the model thread, whose job releases it
+
+    def share(self) -> Hold:
+        """One more holder (a job handed to the model thread), who must `release` too."""
+        with self.budget.lock:
+            self.holders += 1
+        return self
 
     def add(self, n: int) -> None:
         b = self.budget
         with b.lock:
             if self.bytes + n > b.limit:
-                raise TooLarge(f"the decoded images of one request take over {b.limit / (1 << 20):.0f} MB "
-                               f"({b.option}); send fewer images per request")
+                raise TooLarge(f"one request would hold over {b.limit / (1 << 20):g} MB (its body, decoded "
+                               f"images and answer; {b.option}); send fewer or smaller images per request")
             if b.held + n > b.limit:
-                raise QueueFull(f"decoded images waiting fill the memory budget of {b.limit / (1 << 20):.0f} MB")
+                raise QueueFull(f"the requests in flight fill the memory budget of {b.limit / (1 << 20):g} MB")
             b.held += n
             self.bytes += n
 
     def release(self) -> None:
         b = self.budget
         with b.lock:
-            if not self.released:
+            self.holders -= 1
+            if self.holders <= 0 and not self.released:
                 b.held -= self.bytes
                 self.released = True
 

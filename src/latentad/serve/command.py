@@ -29,8 +29,10 @@ def serve(
                                                  "decompression bombs)")] = 40_000_000,
     max_request_mpix: Annotated[float, typer.Option(help="pixels one request may have decoded, in "
                                                          "megapixels (413 above)")] = 400.0,
-    memory_budget_mb: Annotated[float, typer.Option(help="decoded images held at once across requests "
-                                                         "(503 when full)")] = 1024.0,
+    memory_budget_mb: Annotated[float, typer.Option(help="bodies, decoded images and answers held at once "
+                                                         "across requests (503 when full)")] = 512.0,
+    decode_cpu_s: Annotated[float, typer.Option(help="CPU seconds one image's decoding may take (its "
+                                                     "worker is killed past it; the image's row fails)")] = 5.0,
     engine: EngineOpt = "auto",
     device: DeviceOpt = "auto",
 ) -> None:
@@ -43,15 +45,18 @@ def serve(
         secret = serve_token(token, token_file)
         validate_origins(allow_origin or [])
         validate_serve(host, port, secret, [max_upload_mb, max_request_mb, max_pixels, max_request_mpix,
-                                            memory_budget_mb])
+                                            memory_budget_mb, decode_cpu_s])
         import uvicorn
 
+        from latentad.serve.limits import raise_open_files, server_config
+
+        raise_open_files()
         api = create_app(run, secret, max_upload_mb, engine, max_pixels, bind=host, allow_origins=allow_origin or (),
                          max_request_mb=max_request_mb, max_request_mpix=max_request_mpix,
-                         memory_budget_mb=memory_budget_mb, device=device)
+                         memory_budget_mb=memory_budget_mb, device=device, decode_cpu_s=decode_cpu_s)
         typer.echo(f"serving {api.state.service.detector.name} from {run} on http://{host}:{port}/", err=True)
         try:
-            uvicorn.run(api, host=host, port=port, log_level="warning", limit_concurrency=128)
+            uvicorn.Server(server_config(api, host, port)).run()
         finally:
             api.state.service.close()
 

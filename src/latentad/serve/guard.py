@@ -8,7 +8,11 @@
 - Token: with one set, everything but the open paths needs `Authorization: Bearer TOKEN`, compared
   in constant time.
 - Body: at most `max_body` bytes per request, counted while the body streams (chunked bodies too);
-  past it the answer is 413 and the connection closes, the rest unread.
+  past it the answer is 413 and the connection closes, the rest unread. It must arrive at the
+  minimum rate of `limits.BodyClock` (408 and the connection closes otherwise).
+- Memory: each request gets its account in the memory budget (`budget.Hold`, in the request's
+  state as `hold`), charged with the body as it streams (503 when the budget is full) and released
+  after the answer has been sent.
 """
 
 from __future__ import annotations
@@ -19,19 +23,22 @@ import time
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
+from latentad.serve.batcher import QueueFull
+from latentad.serve.budget import Budget, TooLarge
+from latentad.serve.limits import BodyClock
 from latentad.serve.telemetry import Telemetry
 
 OPEN_PATHS = ("/health", "/", "/favicon.ico")
-KNOWN = {"/predict", "/calibrate", "/calibrate/undo", "/calibrate/feedback", "/feedback", "/health", "/metrics", "/",
-         "/favicon.ico"}
+KNOWN = {"/predict", "/calibrate", "/calibrate/undo", "/calibrate/feedback", "/feedback", "/feedback/clear", "/health",
+         "/metrics", "/", "/favicon.ico"}
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 WILDCARD = ("0.0.0.0", "::", "")
 DRAIN_CAP = 64 << 20  # bytes of a body refused before reading (and dropped) so the client reads its answer
 
 
-class BodyTooLarge(Exception):
-    """The body went past the cap while streaming; the 413 has been sent."""
+class BodyRefused(Exception):
+    """The body went past a cap or fell behind its rate while streaming; the refusal has been sent."""
 
 
 def hostname(value: str) -> str:
@@ -55,8 +62,8 @@ class Guard:
     """Checks Host, Origin, token and body size of every HTTP request; see the module docstring."""
 
     def __init__(self, app: Callable, telemetry: Telemetry, bind: str = "127.0.0.1", token: str | None = None,
-                 allow_origins: Iterable[str] = (), max_body: int = 128 << 20, body_option: str = "--max-request-mb"
-                 ) -> None:
+                 allow_origins: Iterable[str] = (), max_body: int = 128 << 20, body_option: str = "--max-request-mb",
+                 budget: Budget | None = None) -> None:
         self.app, self.telemetry, self.token = app, telemetry, token
         self.origins = {normal_origin(o) for o in allow_origins}
         bound = hostname(bind)
@@ -66,6 +73,7 @@ class Guard:
             self.hosts = {bound, *(LOOPBACK if is_loopback(bound) else ())}
             self.hosts |= {hostname(urlsplit(o).netloc) for o in self.origins}
         self.max_body, self.body_option = max_body, body_option
+        self.budget = budget or Budget(1 << 62)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -125,43 +133,65 @@ class Guard:
 
     async def refuse(self, receive, send, status: int, kind: str, detail: str) -> None:
         self.telemetry.errors.labels(kind).inc()
-        seen = 0
-        while seen <= DRAIN_CAP:  # read (and drop) a little, so a client still sending can read the answer
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            seen += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        clock = BodyClock()
         extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+        try:
+            while clock.seen <= DRAIN_CAP:  # read (and drop) a little, so a client still sending can read the answer
+                message = await clock.receive(receive)
+                if message["type"] != "http.request":
+                    return
+                if not message.get("more_body", False):
+                    break
+        except TimeoutError:
+            extra.append((b"connection", b"close"))
         await respond(send, status, detail, extra)
 
     async def pass_on(self, scope, receive, send) -> None:
-        seen, answered = 0, False
+        answered, done = False, False
+        clock, hold = BodyClock(), self.budget.hold()
+        scope = {**scope, "state": {**scope.get("state", {}), "hold": hold}}
+
+        async def stop(status: int, kind: str, detail: str, extra=()) -> None:
+            nonlocal answered
+            self.telemetry.errors.labels(kind).inc()
+            answered = True
+            await respond(send, status, detail, [(b"connection", b"close"), *extra])
+            raise BodyRefused
 
         async def capped_receive():
-            nonlocal seen, answered
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    self.telemetry.errors.labels("too_large").inc()
-                    answered = True
-                    await respond(send, 413, self.too_large("the request body"), [(b"connection", b"close")])
-                    raise BodyTooLarge
+            nonlocal done
+            if done:  # the body is in: what comes now is the disconnect, whenever it happens
+                return await receive()
+            try:
+                message = await clock.receive(receive)
+            except TimeoutError:
+                await stop(408, "too_slow", clock.why())
+            if message["type"] != "http.request":
+                return message
+            done = not message.get("more_body", False)
+            if clock.seen > self.max_body:
+                await stop(413, "too_large", self.too_large("the request body"))
+            try:
+                hold.add(len(message.get("body", b"")))
+            except TooLarge as exc:
+                await stop(413, "too_large", str(exc))
+            except QueueFull as exc:
+                await stop(503, "memory_full", f"busy: {exc}; retry later", [(b"retry-after", b"1")])
             return message
 
         async def once_send(message) -> None:
-            if not answered:  # after our 413, whatever the app still says is dropped
+            if not answered:  # after our refusal, whatever the app still says is dropped
                 await send(message)
 
         try:
             await self.app(scope, capped_receive, once_send)
-        except BodyTooLarge:
+        except BodyRefused:
             pass
         except Exception:
             if not answered:
                 raise
+        finally:
+            hold.release()  # the answer has been sent (or the client is gone)
 
 
 async def respond(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:

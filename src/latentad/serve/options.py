@@ -38,8 +38,8 @@ def validate_serve(host: str, port: int, token: str | None, limits: list[float])
     if not 0 < port < 65536:
         raise ConfigError(f"--port {port}: must be in 1..65535")
     if any(v <= 0 for v in limits):
-        raise ConfigError("--max-upload-mb, --max-request-mb, --max-pixels, --max-request-mpix and "
-                          "--memory-budget-mb must be positive")
+        raise ConfigError("--max-upload-mb, --max-request-mb, --max-pixels, --max-request-mpix, "
+                          "--memory-budget-mb and --decode-cpu-s must be positive")
     if not is_loopback(host) and not token:
         raise ConfigError(f"--host {host}: serving off loopback needs a token (LATENTAD_TOKEN, --token-file "
                           "or --token): anyone who reaches the port could score and recalibrate")

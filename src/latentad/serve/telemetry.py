@@ -23,9 +23,11 @@ class Telemetry:
                                  registry=self.registry)
         self.window_quantile = Gauge("latentad_window_score_quantile", "quantiles of the recent scores",
                                      ["q"], registry=self.registry)
-        self.drift_z = Gauge("latentad_drift_z", "sign-test statistic of recent scores against the calibration "
-                                                 "median (about N(0,1) without drift)", registry=self.registry)
-        self.drift_alarm = Gauge("latentad_drift_alarm", "1 when |drift z| exceeds its level", registry=self.registry)
+        self.drift_z = Gauge("latentad_drift_z", "rank-test statistic of the current block of scores against the "
+                                                 "calibration scores (about N(0,1) without drift)",
+                             registry=self.registry)
+        self.drift_alarm = Gauge("latentad_drift_alarm", "1 when the last completed block's |z| exceeded its level",
+                                 registry=self.registry)
 
     def drift(self, state: dict) -> None:
         """The drift gauges from `serve.drift.Drift.state`."""
