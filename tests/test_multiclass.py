@@ -75,7 +75,9 @@ def test_predict_routes_each_image_to_its_products_threshold_or_to_the_one_named
                               str(two / "alpha" / "test"), str(two / "beta" / "test")])
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(open(tmp_path / "p" / "scores.csv")))
-    assert {r["routed"] for r in rows} == {"inferred"}
+    assert {r["routed"] for r in rows if "/good/" in r["path"]} == {"inferred"}
+    assert all(r["is_anomalous"] == "1" for r in rows if r["routed"] == "unknown")  # beyond every radius: flagged
+    rows = [r for r in rows if r["routed"] == "inferred"]
     right = [r["category"] == ("alpha" if "/alpha/" in r["path"] else "beta") for r in rows]
     assert sum(right) >= 0.8 * len(rows)
     res = runner.invoke(app, ["predict", "--run", str(run), "--out", str(tmp_path / "q"), "--overlays", "none",
@@ -176,3 +178,21 @@ def test_multi_class_writes_name_their_product_and_take_effect(run, two, tmp_pat
             assert c.post("/calibrate/feedback", headers=auth).status_code == 400
     finally:
         api.state.service.close()
+
+
+def test_predict_answers_unknown_for_an_image_of_no_product_and_flags_it(run, tmp_path):
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "noise"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"n{k}.png")
+    res = runner.invoke(app, ["predict", "--run", str(run), "--out", str(tmp_path / "p"), "--overlays", "none",
+                              str(folder)])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(tmp_path / "p" / "scores.csv")))
+    assert {(r["category"], r["routed"], r["is_anomalous"]) for r in rows} == {("", "unknown", "1")}

@@ -98,15 +98,16 @@ def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = Tru
         cals = products.calibrations(batch.images, cal)
         for j, (name, score) in enumerate(zip(batch.paths, pred.image_scores, strict=True)):
             i = len(rows)
-            flag = bool(score > cals[j][1].image_threshold)
+            product, judge, routed = cals[j]
+            flag = judge is None or bool(score > judge.image_threshold)  # an unknown product: flagged for a person
             rows.append({"path": name, "score": float(score), "is_anomalous": int(flag),
-                         **products.columns(cals[j][0])})
+                         **products.columns(product, routed)})
             amap = pred.anomaly_maps[j] if pred.anomaly_maps is not None else None
             stem = f"{i:05d}_{Path(name).stem}.png"
-            mask = masks and amap is not None and cals[j][1].pixel_threshold is not None
+            mask = masks and amap is not None and judge is not None and judge.pixel_threshold is not None
             drawn = overlays == "all" or (overlays == "anomalous" and flag)
             if mask or drawn:
-                writer.add(Job(name, amap, batch.orig_sizes[j], cals[j][1], out / "masks" / stem if mask else None,
+                writer.add(Job(name, amap, batch.orig_sizes[j], judge or cal, out / "masks" / stem if mask else None,
                                out / "overlays" / stem if drawn else None, batch.originals[j] if drawn else None))
 
     with writer, torch.inference_mode():
@@ -234,16 +235,20 @@ class Products:
         router = None if category is not None else io.read_tensors(run / "routing.safetensors")
         return Products(cats, cals, category, router)
 
-    def calibrations(self, images: torch.Tensor, default: Calibration) -> list[tuple[str | None, Calibration]]:
+    def calibrations(self, images: torch.Tensor, default: Calibration
+                     ) -> list[tuple[str | None, Calibration | None, str | None]]:
+        """Each image's (product, calibration, how it was routed); an image further from every product
+        than the routing radius set at fit is (None, None, "unknown"): no stranger's threshold judges it."""
         if not self.names:
-            return [(None, default)] * len(images)
+            return [(None, default, None)] * len(images)
         if self.chosen is not None:
-            return [(self.chosen, self.cals[self.chosen])] * len(images)
-        from latentad.multiclass import route
+            return [(self.chosen, self.cals[self.chosen], "given")] * len(images)
+        from latentad.multiclass import route_known
 
-        return [(self.names[k], self.cals[self.names[k]]) for k in route(self.router, images)]
+        return [(self.names[k], self.cals[self.names[k]], "inferred") if known else (None, None, "unknown")
+                for k, _, known in route_known(self.router, images)]
 
-    def columns(self, name: str | None) -> dict:
+    def columns(self, name: str | None, routed: str | None) -> dict:
         if not self.names:
             return {}
-        return {"category": name, "routed": "given" if self.chosen is not None else "inferred"}
+        return {"category": name or "", "routed": routed}
