@@ -69,7 +69,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def server_factory(run):
-    """Start `create_app(run, token="s3cret", **options)` under uvicorn on 127.0.0.1, configured as
+    """Start `create_app(model or run, token="s3cret", **options)` under uvicorn on 127.0.0.1, configured as
     `latentad serve` configures it: returns (base URL, app, port); every server started is stopped
     after the test."""
     import uvicorn
@@ -79,8 +79,8 @@ def server_factory(run):
 
     started = []
 
-    def start(**options):
-        api = create_app(run, token="s3cret", **options)
+    def start(model=None, **options):
+        api = create_app(model or run, token="s3cret", **options)
         port = free_port()
         srv = uvicorn.Server(server_config(api, "127.0.0.1", port))  # the limits `latentad serve` runs with
         thread = threading.Thread(target=srv.run, daemon=True)

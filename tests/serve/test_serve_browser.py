@@ -1,11 +1,16 @@
 """The operator page as an operator uses it: headless Debian chromium (Playwright, executable_path)
 against a real server on loopback; upload two images, see two verdicts and two overlays, recalibrate,
-no console error. Skips, saying why, without chromium or Playwright (CI installs both and requires it)."""
+no console error; on a multi-class run, a product selector for the writes. Skips, saying why,
+without chromium or Playwright (CI installs both and requires it)."""
 
 import os
 import shutil
 
 import pytest
+from typer.testing import CliRunner
+
+from latentad.cli import app
+from latentad.data.synthetic import make_synthetic
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -93,5 +98,60 @@ def test_operator_page_shows_regions_scale_drift_and_takes_a_false_alarm(server,
         page.click("#usefeedback")
         page.wait_for_function("document.getElementById('calstatus').textContent.includes('parts marked good')",
                                timeout=20_000)
+        browser.close()
+    assert errors == []
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multi")
+    make_synthetic(root / "alpha", n_train=12, n_test_good=3, n_test_defect=3, size=32, seed=0)
+    make_synthetic(root / "beta", n_train=12, n_test_good=3, n_test_defect=3, size=32, seed=1)
+    return root
+
+
+@pytest.fixture
+def multi(two, tmp_path):
+    """A multi-class run (padim on two synthetic products)."""
+    out = tmp_path / "multi"
+    res = CliRunner().invoke(app, ["fit", "--method", "padim", "-o", "image_size=32", "--data", str(two / "alpha"),
+                                   "--data", str(two / "beta"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_operator_page_on_a_multi_class_run_recalibrates_the_product_chosen(server_factory, multi, two, tmp_path):
+    browser_or_skip()
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    base, api, _ = server_factory(multi)
+    service = api.state.service
+    alpha, beta = (service.calibrations.get(p).image_threshold for p in ("alpha", "beta"))
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(noise)
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(base + "/")
+        page.fill("#token", "s3cret")
+        page.dispatch_event("#token", "change")
+        page.wait_for_selector("#productrow:not([hidden])", timeout=10_000)
+        assert page.eval_on_selector_all("#product option", "els => els.map(e => e.value)") == ["alpha", "beta"]
+        page.select_option("#product", "beta")
+        page.set_input_files("#good", [str(f) for f in sorted((two / "beta").glob("train/good/*.png"))])
+        page.fill("#fpr", "0.3")
+        page.click("#recalibrate")
+        page.wait_for_function("document.getElementById('calstatus').textContent.startsWith('new threshold')",
+                               timeout=60_000)
+        assert service.calibrations.get("beta").image_threshold != beta
+        assert service.calibrations.get("alpha").image_threshold == alpha
+        page.set_input_files("#files", [str(noise)])
+        page.wait_for_selector(".card", timeout=60_000)
+        assert "routed unknown" in page.locator(".card").first.inner_text()
         browser.close()
     assert errors == []
