@@ -32,6 +32,7 @@ def test_fusion_standardises_members_on_held_out_normals_and_round_trips(split, 
     ({"members": ("padim",), "weights": (1.0,)}, "at least two names"),
     ({"members": ("padim", "nope")}, "unknown member 'nope'"),
     ({"weights": (-1.0, 1.0)}, "weights must be >= 0"),
+    ({"top": 3}, "top=3 is out of range"),
 ])
 def test_bad_members_and_weights_are_refused_by_name(options, message):
     with pytest.raises(ConfigError, match=message):
@@ -140,3 +141,19 @@ def test_an_old_run_with_member_names_only_loads_or_is_refused_by_name(split, tm
     (path / "detector.json").write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match="unknown member 'retired_candidate'"):
         load(path)
+
+
+def test_top_fusion_averages_each_images_highest_standardised_scores(fitted_members, split, tmp_path):
+    ens = search_built(fitted_members)
+    z = torch.tensor([[3.0, -1.0, 0.5, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0, 10.0]], dtype=torch.float64)
+    assert torch.allclose(ens.fuse_scores(z), z.mean(1))  # top=0: the equal weights' mean
+    top = Ensemble.of_fitted(list(fitted_members), list(fitted_members.values()), ens.stats.tolist(), 48, top=2)
+    assert torch.allclose(top.fuse_scores(z), torch.tensor([2.5, 5.0], dtype=torch.float64))
+    x = split.test.with_size(48, 3).load_all().images
+    with torch.inference_mode():
+        parts = [(s.double() - float(m[0])) / float(m[1]) for (s, _), m in
+                 zip(top.shared.score(top.member_inputs(x), False), top.stats, strict=True)]
+        expect = torch.stack(parts, 1).topk(2, dim=1).values.mean(1)
+        assert torch.allclose(top.score_batch(x)[0], expect)
+    top.save(tmp_path / "m")
+    assert load(tmp_path / "m").config.top == 2

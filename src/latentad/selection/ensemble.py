@@ -43,14 +43,18 @@ from latentad.registry import build, create, get_method
 class EnsembleConfig(DetectorConfig):
     """members: member names; weights: one per member (normalised to sum 1); holdout: share of the
     training images its standardisation is measured on; specs: each member's {name, method, preset,
-    config} (filled at construction; names alone are resolved through the portfolio)."""
+    config} (filled at construction; names alone are resolved through the portfolio); top: 0 fuses
+    every member's standardised score by the weights, m > 0 each image's m highest standardised
+    scores, equally (a defect that only a few members see is not averaged away by the others; maps
+    stay the weighted mean)."""
 
     image_size: int | tuple[int, int] = 224
     members: tuple[str, ...] = ("padim", "patchcore")
     weights: tuple[float, ...] = (0.5, 0.5)
     holdout: float = 0.2
     specs: tuple[dict[str, Any], ...] = ()
-    bounds: ClassVar = {**DetectorConfig.bounds, "holdout": Bound(gt=0, lt=1)}
+    top: int = 0
+    bounds: ClassVar = {**DetectorConfig.bounds, "holdout": Bound(gt=0, lt=1), "top": Bound(ge=0)}
 
 
 def describe_member(name: str, det: Detector, preset: str | None = None) -> dict[str, Any]:
@@ -101,6 +105,9 @@ class Ensemble(Detector):
             raise ConfigError("ensemble: members needs at least two names and weights one number per member")
         if min(cfg.weights) < 0 or sum(cfg.weights) <= 0:
             raise ConfigError("ensemble: weights must be >= 0 with a positive sum")
+        if cfg.top > len(cfg.members):
+            raise ConfigError(f"ensemble: option top={cfg.top} is out of range (allowed: 0 to the {len(cfg.members)} "
+                              "members)")
         specs = list(cfg.specs) or _by_names(cfg.members, cfg.image_size, cfg.seed)
         if [str(s.get("name")) for s in specs] != list(cfg.members):
             raise ConfigError(f"ensemble: the member specs ({', '.join(str(s.get('name')) for s in specs)}) do not "
@@ -114,7 +121,8 @@ class Ensemble(Detector):
 
     @classmethod
     def of_fitted(cls, names: list[str], detectors: list[Detector], stats: list[list[float]],
-                  image_size: Any = None, seed: int = 0, presets: list[str | None] | None = None) -> Ensemble:
+                  image_size: Any = None, seed: int = 0, presets: list[str | None] | None = None,
+                  top: int = 0) -> Ensemble:
         """Equal-weight fusion of members already fitted (by `fit --method auto`'s search) and their
         standardisation (score mean, std, map mean, std on normal images they were not fitted on).
         Members may have different input sizes: the ensemble's is the largest of theirs (and of
@@ -123,7 +131,7 @@ class Ensemble(Detector):
                       zip(names, detectors, presets or [None] * len(names), strict=True))
         size = largest([d.input_shape for d in detectors] + ([] if image_size is None else [as_shape(image_size)]))
         ens = cls(members=tuple(names), weights=(1.0,) * len(names), image_size=size, seed=seed, specs=specs,
-                  fitted_members=list(detectors))
+                  fitted_members=list(detectors), top=top)
         ens.stats = torch.tensor(stats, dtype=torch.float64)
         ens.fitted = True
         return ens
@@ -190,20 +198,25 @@ class Ensemble(Detector):
     def score_batch(self, x: torch.Tensor, share: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The weighted sum of the members' standardised scores and maps; `share=False` (or
         `LATENTAD_SHARED_PASS=0`): every member runs its own backbone pass."""
-        score, fused, total = None, None, 0.0
+        zs, fused, total = [], None, 0.0
         scored = self.shared.score(self.member_inputs(x), share)
         for k, (s, amap) in enumerate(scored):
             w = float(self.weight[k])
             mu, sd, map_mu, map_sd = (float(v) for v in self.stats[k])
-            z = (s.double() - mu) / sd * w
-            score = z if score is None else score + z
+            zs.append((s.double() - mu) / sd)
             if amap is not None:
                 if tuple(amap.shape[-2:]) != tuple(x.shape[-2:]):
                     amap = F.interpolate(amap[:, None].float(), size=x.shape[-2:], mode="bilinear",
                                          align_corners=False)[:, 0]
                 zm = (amap.float() - map_mu) / map_sd * w
                 fused, total = (zm if fused is None else fused + zm), total + w
-        return score, (None if fused is None else fused / total)
+        return self.fuse_scores(torch.stack(zs, 1)), (None if fused is None else fused / total)
+
+    def fuse_scores(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, members) standardised scores -> (B,): weighted sum, or the mean of each row's `top` highest."""
+        if self.config.top:
+            return z.topk(self.config.top, dim=1).values.mean(1)
+        return z @ self.weight.to(z.device)
 
     def embed(self, images: Images) -> Latents:
         out: Latents = {}
