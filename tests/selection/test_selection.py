@@ -61,6 +61,19 @@ def test_validation_folds_hold_out_normal_images_and_show_each_with_every_defect
         make_validation(make_synthetic(n_train=min_images() - 1, size=32).train, seed=0)
 
 
+def test_the_extra_kinds_leave_the_shipped_kinds_defects_as_they_were():
+    from latentad.data.defects import ALL_KINDS, EVERY_KIND
+
+    train = make_synthetic(n_train=40, size=32).train
+    shipped, every = make_validation(train, seed=0), make_validation(train, seed=0, kinds=EVERY_KIND)
+    assert tuple(shipped.defective) == ALL_KINDS and tuple(every.defective) == EVERY_KIND
+    for kind in ALL_KINDS:  # a study scoring more kinds sees the same defects as `fit --method auto`
+        assert np.array_equal(shipped.defective[kind].records[2].load()[0], every.defective[kind].records[2].load()[0])
+    for kind in ("faint", "perlin", "view"):
+        a, b = every.normal.records[2].load()[0], every.defective[kind].records[2].load()[0]
+        assert a.shape == b.shape and not np.array_equal(a, b), kind
+
+
 def test_fold_figures_average_kinds_per_fold_with_a_standard_error():
     groups = np.array([0, 0, 1, 1])
     normal = np.array([0.0, 0.1, 0.2, 0.3])

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from latentad.data.base import ImageSet, Record, array_record
-from latentad.data.defects import ALL_KINDS, add_defect
+from latentad.data.defects import ALL_KINDS, EVERY_KIND, add_defect
 from latentad.errors import ConfigError
 
 CACHE_SIDE = 512
@@ -60,8 +60,8 @@ def _defect_record(rec: Record, kind: str, seed: int, donors: list[Record]) -> R
     def load(*_: Any) -> tuple[np.ndarray, None]:
         image = rec.load()[0]
         image = image if image.ndim == 3 else image[:, :, None]
-        rng = np.random.default_rng([seed, zlib.crc32(where), ALL_KINDS.index(kind)])
-        donor = donors[int(rng.integers(len(donors)))].load()[0] if kind == "graft" else None
+        rng = np.random.default_rng([seed, zlib.crc32(where), EVERY_KIND.index(kind)])
+        donor = donors[int(rng.integers(len(donors)))].load()[0] if kind in ("graft", "perlin") else None
         return add_defect(image, rng, kind, donor)[0], None
 
     return Record(f"{rec.path}#{kind}", 1, kind, load)
