@@ -64,7 +64,9 @@ def fuse_all(search: Search, best: Candidate, seed: int) -> tuple[Any, dict[str,
     stats = [[float(s.mean()), float(s.std()) + 1e-12, search.models[n][1], search.models[n][2]]
              for n, s in zip(names, normal, strict=True)]
     det = Ensemble.of_fitted(names, [search.models[n][0] for n in names], stats, None, seed,
-                             [c.preset for c in members]).standardise_on(search.val.normal)
+                             [c.preset for c in members])
+    if any(tuple(m.input_shape) != tuple(det.input_shape) for m in det.members):
+        det.standardise_on(search.val.normal)  # a member fed a resized batch: its scale as the ensemble feeds it
     fused = {k: np.mean([_z(search.raw[n][1][k], s) for n, s in zip(names, normal, strict=True)], 0)
              for k in search.raw[names[0]][1]}
     fig = fold_figures(np.mean([_z(s, s) for s in normal], 0), fused, search.val.groups, search.kinds)
