@@ -50,13 +50,17 @@ def scores(path: Path) -> dict[str, float]:
     return {r["path"]: float(r["score"]) for r in csv.DictReader(open(path))}
 
 
-def rel_diff(a: dict[str, float], b: dict[str, float]) -> float:
-    from latentad.export.graph import relative_difference
+def scale_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """max|a - b| / max|a|: the difference against the array's scale. The ensemble's standardised
+    scores and maps sit around 0, where an elementwise relative difference measures nothing."""
+    return float(np.abs(np.asarray(a, np.float64) - b).max() / max(float(np.abs(a).max()), 1e-12))
 
+
+def rel_diff(a: dict[str, float], b: dict[str, float]) -> float:
     keys = sorted(a)
     if set(keys) != set(b):
         raise SystemExit("the two score files name different images")
-    return relative_difference(np.array([a[k] for k in keys]), np.array([b[k] for k in keys]))
+    return scale_diff(np.array([a[k] for k in keys]), np.array([b[k] for k in keys]))
 
 
 def interleaved(cmd_for, rounds: int) -> dict[str, list[float]]:
@@ -82,7 +86,6 @@ def summary(times: dict[str, list[float]], n: int | None = None) -> dict:
 def check_export(run: Path, test: Path, files: list[Path], work: Path, n_check: int, torch_scores: dict) -> dict:
     from latentad.export.dedupe import weight_copies
     from latentad.export.engine import ExportedDetector
-    from latentad.export.graph import relative_difference
     from latentad.runs import load_run
 
     exp = work / "export"
@@ -97,12 +100,11 @@ def check_export(run: Path, test: Path, files: list[Path], work: Path, n_check: 
     x = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB").resize((w, h), Image.BILINEAR)).copy())
                      .permute(2, 0, 1) for f in files[:n_check]]).float().div(255)
     want, got = det.predict(x), ExportedDetector(exp).predict(x)
-    maps = None if want.anomaly_maps is None else relative_difference(want.anomaly_maps, got.anomaly_maps)
+    maps = None if want.anomaly_maps is None else scale_diff(want.anomaly_maps, got.anomaly_maps)
     return {"export_seconds": seconds, "model_onnx_mb": (exp / "model.onnx").stat().st_size / 1e6,
             "large_constants": sum(copies.values()), "duplicated_large_constants": sum(n - 1 for n in copies.values()),
             "ort_vs_torch_scores_cli": rel_diff(torch_scores, scores(work / "po" / "scores.csv")),
-            "ort_vs_torch_inprocess": {"images": len(x), "scores": relative_difference(want.image_scores,
-                                                                                        got.image_scores),
+            "ort_vs_torch_inprocess": {"images": len(x), "scores": scale_diff(want.image_scores, got.image_scores),
                                        "maps": maps}}
 
 
