@@ -18,13 +18,6 @@ from latentad.selection.search import DEADLINE_FACTOR, DEADLINE_FLOOR, FAILPOINT
 CHEAP = "gaussian,padim"
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn") / "cat"
-    make_synthetic(root, n_train=40, n_test_good=3, n_test_defect=3, size=48)
-    return root
-
-
 def test_a_candidate_that_raises_is_pruned_with_its_error_and_the_fit_goes_on(data, tmp_path, monkeypatch):
     monkeypatch.setenv(FAILPOINT, "padim")
     out = tmp_path / "run"

@@ -20,13 +20,6 @@ from latentad.selection.search import Clock, Search, run_search, rung_sizes
 CHEAP = "gaussian,padim"
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn") / "cat"
-    make_synthetic(root, n_train=40, n_test_good=3, n_test_defect=3, size=48)
-    return root
-
-
 def test_candidates_and_durations_are_parsed_or_refused_in_one_line():
     assert [c.name for c in parse_candidates("padim, gaussian")] == ["gaussian", "padim"]  # portfolio order
     assert len(parse_candidates(None)) == len(PORTFOLIO)

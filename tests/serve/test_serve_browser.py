@@ -30,9 +30,8 @@ def browser_or_skip():
         pytest.skip(missing)
 
 
-def upload_two(p, base: str, images, errors: list[str]):
-    """A browser page on the operator page, logged in, after uploading two images (both cards shown);
-    console errors go to `errors`."""
+def logged_in(p, base: str, errors: list[str]):
+    """A browser on the operator page, the token entered; console errors go to `errors`."""
     browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
     page = browser.new_page()
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -40,6 +39,12 @@ def upload_two(p, base: str, images, errors: list[str]):
     page.goto(base + "/")
     page.fill("#token", "s3cret")
     page.dispatch_event("#token", "change")
+    return browser, page
+
+
+def upload_two(p, base: str, images, errors: list[str]):
+    """`logged_in`, after uploading two images (both cards shown)."""
+    browser, page = logged_in(p, base, errors)
     page.set_input_files("#files", [str(images[0]), str(images[-1])])
     page.wait_for_selector(".card:nth-child(2)", timeout=60_000)
     return browser, page
@@ -133,13 +138,7 @@ def test_operator_page_on_a_multi_class_run_recalibrates_the_product_chosen(serv
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(noise)
     errors: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page()
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(base + "/")
-        page.fill("#token", "s3cret")
-        page.dispatch_event("#token", "change")
+        browser, page = logged_in(p, base, errors)
         page.wait_for_selector("#productrow:not([hidden])", timeout=10_000)
         assert page.eval_on_selector_all("#product option", "els => els.map(e => e.value)") == ["alpha", "beta"]
         page.select_option("#product", "beta")
