@@ -34,3 +34,14 @@ def no_test_images(monkeypatch):
         return replace(split, test=test)
 
     monkeypatch.setattr(runs, "open_split", guarded)
+
+
+@pytest.fixture(scope="session")
+def two(tmp_path_factory):
+    """Two small synthetic products, alpha and beta, for the multi-class tests (fit, predict, service)."""
+    from latentad.data.synthetic import make_synthetic
+
+    root = tmp_path_factory.mktemp("multi")
+    make_synthetic(root / "alpha", n_train=12, n_test_good=3, n_test_defect=3, size=32, seed=0)
+    make_synthetic(root / "beta", n_train=12, n_test_good=3, n_test_defect=3, size=32, seed=1)
+    return root

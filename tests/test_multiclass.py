@@ -13,14 +13,6 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def two(tmp_path_factory):
-    root = tmp_path_factory.mktemp("multi")
-    make_synthetic(root / "alpha", n_train=12, n_test_good=3, n_test_defect=3, size=32, seed=0)
-    make_synthetic(root / "beta", n_train=12, n_test_good=3, n_test_defect=3, size=32, seed=1)
-    return root
-
-
-@pytest.fixture(scope="module")
 def run(two, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "multi"
     res = runner.invoke(app, ["fit", "--method", "padim", "-o", "image_size=32", "--data", str(two / "alpha"),

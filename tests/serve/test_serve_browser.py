@@ -10,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from latentad.cli import app
-from latentad.data.synthetic import make_synthetic
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -105,14 +104,6 @@ def test_operator_page_shows_regions_scale_drift_and_takes_a_false_alarm(server,
                                timeout=20_000)
         browser.close()
     assert errors == []
-
-
-@pytest.fixture(scope="module")
-def two(tmp_path_factory):
-    root = tmp_path_factory.mktemp("multi")
-    make_synthetic(root / "alpha", n_train=12, n_test_good=3, n_test_defect=3, size=32, seed=0)
-    make_synthetic(root / "beta", n_train=12, n_test_good=3, n_test_defect=3, size=32, seed=1)
-    return root
 
 
 @pytest.fixture
