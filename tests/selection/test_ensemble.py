@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentad import create, load
+from latentad import create, io, load
 from latentad.data.synthetic import make_synthetic
 from latentad.errors import ConfigError
 
@@ -23,7 +23,11 @@ def test_fusion_standardises_members_on_held_out_normals_and_round_trips(split, 
     assert pred.anomaly_maps is not None and pred.anomaly_maps.shape == (len(split.test), 48, 48)
     parts = [m.predict(split.test).image_scores for m in det.members]
     z = sum(float(w) * (p - float(s[0])) / float(s[1]) for w, p, s in zip(det.weight, parts, det.stats, strict=True))
-    np.testing.assert_allclose(pred.image_scores, z, rtol=1e-5)
+    np.testing.assert_allclose(pred.image_scores - float(det.offset), z, rtol=1e-5, atol=1e-9)
+    # members scoring >= 0: the shifted sum is each score in units of its normal spread, far from 0
+    assert min(p.min() for p in parts) >= 0
+    ratio = sum(float(w) * p / float(s[1]) for w, p, s in zip(det.weight, parts, det.stats, strict=True))
+    np.testing.assert_allclose(pred.image_scores, ratio, rtol=1e-6)
     again = load(det.save(tmp_path / "m"))
     np.testing.assert_allclose(again.predict(split.test).image_scores, pred.image_scores, rtol=1e-6)
 
@@ -135,8 +139,12 @@ def test_an_old_run_with_member_names_only_loads_or_is_refused_by_name(split, tm
     meta = json.loads((path / "detector.json").read_text())
     meta["config"].pop("specs")  # as saved before members described themselves
     (path / "detector.json").write_text(json.dumps(meta))
-    np.testing.assert_allclose(load(path).predict(split.test).image_scores, det.predict(split.test).image_scores,
-                               rtol=1e-6)
+    tensors = io.read_tensors(path / "model.safetensors")
+    io.write_tensors(path / "model.safetensors", {k: v for k, v in tensors.items() if k != "offset"})
+    old = load(path)  # saved before the fused score was shifted: its calibrated thresholds keep their scale
+    assert float(old.offset) == 0.0
+    np.testing.assert_allclose(old.predict(split.test).image_scores,
+                               det.predict(split.test).image_scores - float(det.offset), rtol=1e-6, atol=1e-9)
     meta["config"]["members"] = ["gaussian", "retired_candidate"]
     (path / "detector.json").write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match="unknown member 'retired_candidate'"):
@@ -154,6 +162,6 @@ def test_top_fusion_averages_each_images_highest_standardised_scores(fitted_memb
         parts = [(s.double() - float(m[0])) / float(m[1]) for (s, _), m in
                  zip(top.shared.score(top.member_inputs(x), False), top.stats, strict=True)]
         expect = torch.stack(parts, 1).topk(2, dim=1).values.mean(1)
-        assert torch.allclose(top.score_batch(x)[0], expect)
+        assert torch.allclose(top.score_batch(x)[0], expect + top.offset)
     top.save(tmp_path / "m")
     assert load(tmp_path / "m").config.top == 2

@@ -117,6 +117,7 @@ class Ensemble(Detector):
         self.weight = torch.tensor(cfg.weights, dtype=torch.float64) / sum(cfg.weights)
         self.localizes = any(m.localizes for m in self.members)
         self.stats = torch.zeros(len(self.members), 4, dtype=torch.float64)  # score mean, std, map mean, std
+        self.offset = torch.zeros(1, dtype=torch.float64)  # added to the fused score: see `score_offset`
         self._shared: SharedPass | None = None
 
     @classmethod
@@ -133,6 +134,7 @@ class Ensemble(Detector):
         ens = cls(members=tuple(names), weights=(1.0,) * len(names), image_size=size, seed=seed, specs=specs,
                   fitted_members=list(detectors), top=top)
         ens.stats = torch.tensor(stats, dtype=torch.float64)
+        ens.offset = ens.score_offset()
         ens.fitted = True
         return ens
 
@@ -182,7 +184,15 @@ class Ensemble(Detector):
             self.stats[k] = torch.tensor([float(s.mean()), float(s.std(unbiased=False)) + 1e-12,
                                           0.0 if m is None else float(m.mean()),
                                           1.0 if m is None else float(m.std(unbiased=False)) + 1e-12])
+        self.offset = self.score_offset()
         return self
+
+    def score_offset(self) -> torch.Tensor:
+        """sum_k w_k |mean_k| / std_k, added to the fused score so that it reads sum_k w_k s_k / std_k for
+        members scoring >= 0. The standardised sum alone sits near 0 on normal images, where a member's
+        tiny relative rounding (an exported graph, another device) becomes a large relative difference;
+        a constant shift changes no ranking, AUROC or calibrated verdict. Runs saved without it keep 0."""
+        return (self.weight * self.stats[:, 0].abs() / self.stats[:, 1]).sum().reshape(1)
 
     def member_inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The batch at each member's input size (one resized tensor per distinct size)."""
@@ -210,7 +220,8 @@ class Ensemble(Detector):
                                          align_corners=False)[:, 0]
                 zm = (amap.float() - map_mu) / map_sd * w
                 fused, total = (zm if fused is None else fused + zm), total + w
-        return self.fuse_scores(torch.stack(zs, 1)), (None if fused is None else fused / total)
+        fused_scores = self.fuse_scores(torch.stack(zs, 1)) + self.offset.to(x.device)
+        return fused_scores, (None if fused is None else fused / total)
 
     def fuse_scores(self, z: torch.Tensor) -> torch.Tensor:
         """(B, members) standardised scores -> (B,): weighted sum, or the mean of each row's `top` highest."""
@@ -228,13 +239,14 @@ class Ensemble(Detector):
         return out
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        out = {"stats": self.stats}
+        out = {"stats": self.stats, "offset": self.offset}
         for k, m in enumerate(self.members):
             out.update({f"m{k}.{key}": v for key, v in m.state_tensors().items()})
         return out
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.stats = tensors["stats"].to(torch.float64)
+        self.offset = tensors.get("offset", torch.zeros(1)).to(torch.float64)
         for k, m in enumerate(self.members):
             prefix = f"m{k}."
             m.load_state_tensors({key[len(prefix):]: v for key, v in tensors.items() if key.startswith(prefix)})
