@@ -213,8 +213,8 @@ def test_fuse_all_takes_every_fitted_candidate_at_its_own_size_with_equal_weight
     assert record["members"] == ["gaussian", "padim"] and record["weights"] == [0.5, 0.5]
     assert spec["method"] == "ensemble" and det.config.image_size == 64 == record["image_size"]
     assert [m["config"]["image_size"] for m in spec["options"]["specs"]] == [64, 48]  # each member as fitted
-    fused = det.predict(val.normal).image_scores  # standardised on these held-out normals: mean 0
-    assert abs(float(fused.mean())) < 1e-4 and 0.5 <= record["value"] <= 1
+    fused = det.predict(val.normal).image_scores  # standardised on these held-out normals: mean 0 (+ offset)
+    assert float(det.offset) > 1 and abs(float(fused.mean()) - float(det.offset)) < 1e-4 and 0.5 <= record["value"] <= 1
 
 
 def test_a_fusion_is_kept_only_when_it_beats_the_best_single_candidate_by_more_than_the_fold_noise():

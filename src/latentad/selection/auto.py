@@ -48,11 +48,11 @@ CRITERION_KINDS: tuple[str, ...] = ALL_KINDS
 DISPLAY_KINDS: tuple[str, ...] = ("cutpaste", "graft")
 
 
-def traits(images: ImageSet) -> dict[str, Any]:
-    """What the data looks like, from the decoded normal images: count, size, colour, how alike they
-    are (mean per-pixel spread across images at 64 px: low for aligned parts, high for textures or
-    unaligned objects)."""
-    small = images.with_size(64, 3, resize="squash")
+def traits(images: ImageSet, decoded: ImageSet | None = None) -> dict[str, Any]:
+    """What the data looks like, from the normal images (`decoded`: the same images already decoded, at
+    any size, read instead of the files): count, size, colour, how alike they are (mean per-pixel
+    spread across images at 64 px: low for aligned parts, high for textures or unaligned objects)."""
+    small = (images if decoded is None else decoded).with_size(64, 3, resize="squash")
     x = torch.stack([small[i].image for i in range(min(len(small), 64))])
     first = images.records[0].load()[0]
     colour = float((x.max(1).values - x.min(1).values).mean())
@@ -121,7 +121,8 @@ class AutoDetector(Detector):
         from latentad.progress import enabled, make_progress, quiet
 
         clock = Clock(self.budget)
-        val = make_validation(cached(train, progress="auto: reading the normal images"), self.seed, self.kinds)
+        decoded = cached(train, progress="auto: reading the normal images")
+        val = make_validation(decoded, self.seed, self.kinds)
         everything = self.fusion == "all"
         search = Search(self.pool(), val, self.kinds, clock, 0 if everything else len(train), self.seed,
                         self.run_device, keep_models=everything)
@@ -157,7 +158,7 @@ class AutoDetector(Detector):
                 f"mean over kinds {', '.join(self.kinds)}"
                 + ("; shown for each candidate, not used to weigh them (every candidate fitted is fused)" if everything
                    else "; highest mean at the highest rung reached wins"),
-            "validation": val.describe(), "traits": traits(train),
+            "validation": val.describe(), "traits": traits(train, decoded),
             "candidates": [search.rows[c.name] for c in search.candidates] + self.left_out(search), "seed": self.seed,
         }
         return self

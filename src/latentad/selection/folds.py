@@ -37,18 +37,23 @@ def min_images(folds: int = FOLDS, fraction: float = FRACTION) -> int:
 
 
 def cached(images: ImageSet, side: int = CACHE_SIDE, progress: str | None = None) -> ImageSet:
-    """`images` decoded once, each reduced so that its longer side is at most `side`."""
+    """`images` decoded once (by the data pipeline's threads), each reduced so that its longer side is at
+    most `side`."""
+    from latentad.data.pipeline import prefetched
     from latentad.progress import track
 
-    records = []
-    for rec in track(images.records, progress, total=len(images.records)):
+    def reduced(i: int) -> Record:
+        rec = images.records[i]
         image = rec.load()[0]
         h, w = image.shape[:2]
         if max(h, w) > side:
             size = (max(1, round(w * side / max(h, w))), max(1, round(h * side / max(h, w))))
             pil = Image.fromarray(image.squeeze(2) if image.ndim == 3 and image.shape[2] == 1 else image)
             image = np.asarray(pil.resize(size, Image.Resampling.BILINEAR))
-        records.append(array_record(rec.path, image, rec.label, rec.defect_type))
+        return array_record(rec.path, image, rec.label, rec.defect_type)
+
+    n = len(images.records)
+    records = list(track(prefetched(range(n), reduced), progress, total=n))
     return ImageSet(records, images.size, images.channels, False, images.name, resize=images.resize)
 
 

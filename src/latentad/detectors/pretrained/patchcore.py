@@ -81,12 +81,15 @@ class PatchCoreConfig(PretrainedConfig):
 def greedy_coreset(x: torch.Tensor, n: int, start: int = 0) -> torch.Tensor:
     """k-center greedy: indices of `n` rows of `x` (N,d), each the point farthest from those chosen.
 
-    Deterministic given `start`; ties go to the lowest index.
+    Deterministic given `start`; ties go to the lowest index. The rows are held transposed, (d, N):
+    BLAS's matrix-vector product over that layout runs several times faster than over (N, d) once the
+    matrix outgrows the cache (the loop is bound by reading it n times); its different summation
+    order may settle a near tie of distances the other way.
     """
     total = x.shape[0]
     n = min(n, total)
-    x = x.float().contiguous()
-    sq = (x * x).sum(1)
+    sq = (x.float() ** 2).sum(1)
+    xt = x.float().T.contiguous()
     min_d = torch.full((total,), float("inf"), device=x.device)
     chosen = torch.empty(n, dtype=torch.long)
     j = int(start)
@@ -95,8 +98,8 @@ def greedy_coreset(x: torch.Tensor, n: int, start: int = 0) -> torch.Tensor:
         chosen[i] = j
         if i == n - 1:
             break
-        torch.addmv(sq, x, x[j], alpha=-2.0, out=dist)  # ||x||^2 - 2 x.c (+ ||c||^2 below)
-        dist += sq[j]
+        torch.mv(xt.t(), xt[:, j].contiguous(), out=dist)
+        dist.mul_(-2.0).add_(sq).add_(sq[j])  # ||x||^2 - 2 x.c + ||c||^2
         torch.minimum(min_d, dist, out=min_d)
         min_d[j] = -1.0  # numerically 0 anyway; never pick a chosen point again
         j = int(torch.argmax(min_d))
