@@ -209,8 +209,10 @@ class PatchCore(PretrainedDetector):
         m_star = self.memory[nn_idx.gather(1, best[:, None])[:, 0]]  # (B,D)
         _, support = self._knn(m_star, b)  # (B,b): N_b(m*), m* itself first
         dists = torch.linalg.vector_norm(self.memory[support] - m_test[:, None], dim=-1)  # (B,b)
-        # 1 - exp(s*) / sum exp(d), computed stably; ||m_test - m*|| = s*
-        weight = 1.0 - torch.exp(s_star - torch.logsumexp(dists, dim=1))
+        # 1 - exp(s*) / sum exp(d), computed stably; ||m_test - m*|| = s*. The log-sum-exp is spelt out
+        # (max subtracted): the exported graph's ReduceLogSumExp overflows in OpenVINO at these distances
+        top = dists.max(dim=1).values
+        weight = 1.0 - torch.exp(s_star - top - torch.log(torch.exp(dists - top[:, None]).sum(1)))
         return weight * s_star
 
     # -- scoring -----------------------------------------------------------------------------------
