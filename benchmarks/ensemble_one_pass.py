@@ -116,7 +116,7 @@ def check_export(run: Path, test: Path, files: list[Path], work: Path, n_check: 
                "--overlays", "none", "--no-masks", str(test)], True)
         got_scores = scores(work / f"p-{engine}" / "scores.csv")
         mine, theirs = verdicts(work / "shared" / "scores.csv"), verdicts(work / f"p-{engine}" / "scores.csv")
-        got = ExportedDetector(exp).predict(x)
+        got = ExportedDetector(exp, engine).predict(x)
         maps = None if want.anomaly_maps is None else scale_diff(want.anomaly_maps, got.anomaly_maps)
         row = {"export_seconds": seconds, "vs_torch_scores_cli": rel_diff(torch_scores, got_scores),
                "vs_torch_scores_cli_elementwise": elementwise(torch_scores, got_scores),
