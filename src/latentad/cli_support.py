@@ -168,7 +168,7 @@ def run_safely(func, *args, **kwargs):
 
 DeviceOpt = Annotated[str, typer.Option(help="auto (a GPU when torch sees one), cpu, cuda, cuda:N or mps")]
 PrecisionOpt = Annotated[str, typer.Option(help="32, 16-mixed (CUDA) or bf16-mixed")]
-FormatOpt = Annotated[str, typer.Option("--format", help="auto, mvtec, folder, mnist, cifar10, elpv, ucsd, "
+FormatOpt = Annotated[str, typer.Option("--format", help="auto, mvtec, folder, mnist, cifar10, elpv, ucsd, deeppcb, "
                                                          "synthetic")]
 WorkersOpt = Annotated[int | None, typer.Option(help="threads decoding images while the model runs (default: "
                                                    "min(4, cores); 0: in the main thread)")]

@@ -8,6 +8,7 @@ Auto-detection, in this order:
 - "mvtec": a folder with train/good;
 - "cifar10": a folder with cifar-10-batches-py/ or data_batch_1 (the python version);
 - "ucsd": a folder with UCSDped1/ (or Train/ + Test/ clip folders);
+- "deeppcb": a folder with [PCBData/]groupNNNNN/NNNNN/*_temp.jpg (DeepPCB's published layout);
 - "folder": a folder with a `normal` subfolder (or the one named by the `normal` option).
 
 CIFAR-10 as class folders (train/<class>/, test/<class>/) is read only with format="cifar10", and
@@ -27,11 +28,12 @@ from latentad.config import coerce_text
 from latentad.data.base import Split
 from latentad.errors import ConfigError, DataError
 
-FORMATS = ("mvtec", "folder", "mnist", "cifar10", "elpv", "ucsd", "synthetic")
+FORMATS = ("mvtec", "folder", "mnist", "cifar10", "elpv", "ucsd", "deeppcb", "synthetic")
 MNIST_NAMES = ("t10k-images-idx3-ubyte", "train-images-idx3-ubyte")
 TRIED = (
     "mvtec (train/good), mnist (idx file or t10k-images-idx3-ubyte.gz), "
-    "cifar10 (cifar-10-batches-py or data_batch_1), ucsd (UCSDped1 or Train/+Test/), folder (normal/)"
+    "cifar10 (cifar-10-batches-py or data_batch_1), ucsd (UCSDped1 or Train/+Test/), "
+    "deeppcb (PCBData/groupNNNNN/), folder (normal/)"
 )
 
 
@@ -64,6 +66,7 @@ def detect_format(path: str | Path, normal: str = "normal") -> str:
     if p.is_file():
         raise DataError(f"{p}: a file, but not an MNIST idx images file (other formats are folders)")
     from latentad.data.cifar import find_batches_dir
+    from latentad.data.deeppcb import find_pcb_root
     from latentad.data.ucsd import find_ucsd_dir
 
     if (p / "train" / "good").is_dir():
@@ -72,6 +75,8 @@ def detect_format(path: str | Path, normal: str = "normal") -> str:
         return "cifar10"
     if find_ucsd_dir(p, "UCSDped1") is not None:
         return "ucsd"
+    if find_pcb_root(p) is not None:
+        return "deeppcb"
     if (p / normal).is_dir():
         return "folder"
     raise DataError(f"{p}: no known data set layout (tried {TRIED}; or give the format)")
@@ -102,6 +107,10 @@ def _loader(fmt: str) -> Callable[..., Split]:
         from latentad.data.ucsd import load_ucsd_ped1
 
         return load_ucsd_ped1
+    if fmt == "deeppcb":
+        from latentad.data.deeppcb import load_deeppcb
+
+        return load_deeppcb
     from latentad.data.synthetic import make_synthetic
 
     return make_synthetic
