@@ -12,7 +12,8 @@ them; linear weights are stored transposed, as MatMul inputs named by the node t
 cached as safetensors in the user's cache folder (`$XDG_CACHE_HOME/latentad`, else
 `~/.cache/latentad`), under the ONNX file's content hash: another file never reuses a conversion.
 Position embeddings are interpolated bicubically to the input's patch grid, as the exported graph does,
-so any input whose sides are multiples of 14 works.
+so any input whose sides are multiples of 14 works; other sides are resized (bilinear, in the graph)
+to the nearest multiple first, with a warning.
 
 Levels: `block1` ... `block12`, each block's patch tokens through the final LayerNorm (what DINOv2's
 intermediate-layer API returns), as a (B, 384, H/14, W/14) map.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 
 from latentad import io
 from latentad.backbones.weights import sha256_of, verify
-from latentad.errors import ConfigError, DataError
+from latentad.errors import DataError
 from latentad.extras import require
 
 NAME = "dinov2_vits14"
@@ -93,9 +95,13 @@ class DinoViT(nn.Module):
         return torch.cat([cls, patches], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] % PATCH or x.shape[-1] % PATCH:
-            raise ConfigError(f"{NAME}: input {x.shape[-2]}x{x.shape[-1]} is not a multiple of the patch size "
-                              f"{PATCH} (use image_size=224, 448, ...)")
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        if h % PATCH or w % PATCH:  # read at the nearest multiple of the patch (maps come back at h x w)
+            size = (patch_multiple(h), patch_multiple(w))
+            warnings.warn(f"{NAME}: input {h}x{w} is read at {size[0]}x{size[1]}, the nearest multiple of its "
+                          f"{PATCH}-pixel patch (image_size={size[0] if size[0] == size[1] else size} avoids "
+                          "the resize)", stacklevel=2)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         t = self.patch_embed(x)
         grid = (t.shape[-2], t.shape[-1])
         t = t.flatten(2).transpose(1, 2)
@@ -105,6 +111,11 @@ class DinoViT(nn.Module):
             t = block(t)
             out = tap(t, self.norm, grid)
         return out
+
+
+def patch_multiple(side: int) -> int:
+    """The multiple of the patch size nearest to `side` (at least one patch)."""
+    return max(PATCH, round(side / PATCH) * PATCH)
 
 
 def level_aliases(model: DinoViT | None = None) -> dict[str, str]:

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from latentad import create
 from latentad.cli import app
 from latentad.data.synthetic import make_synthetic
+from latentad.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +23,20 @@ def test_bank_is_unit_norm_and_few_images_are_rotated(split):
     many = create("dino_knn", image_size=56, rotate_below=2).fit(split.train.subset([0, 1]))
     assert few.memory.shape[0] == 4 * many.memory.shape[0] == 4 * 2 * 16  # 4x4 patches of 14 px
     assert torch.allclose(few.memory.norm(dim=1), torch.ones(few.memory.shape[0]), atol=1e-4)
+
+
+def test_augment_to_and_epochs_read_the_bank_from_seeded_turned_copies(split):
+    from latentad.detectors.selfsupervised.dino_knn import augmented_draws
+
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = augmented_draws(x, 4, 2, seed=0)
+    assert out.shape == (8, 3, 8, 8) and torch.equal(out[:3], x)  # the originals first, as they are
+    turned = [any(torch.equal(img, torch.rot90(o, k, (1, 2))) for o in x for k in (1, 2, 3)) for img in out[3:]]
+    assert all(turned) and torch.equal(out, augmented_draws(x, 4, 2, seed=0))
+    det = create("dino_knn", image_size=56, rotate_below=0, augment_to=6, epochs=2).fit(split.train.subset([0, 1, 2]))
+    assert det.memory.shape[0] == 12 * 16  # 2 draws of 6 images, 4x4 patches each
+    with pytest.raises(ConfigError, match="augment_to"):
+        create("dino_knn", augment_to=0)
 
 
 def test_image_score_is_the_mean_of_the_top_patch_distances(split):

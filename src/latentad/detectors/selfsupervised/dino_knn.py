@@ -36,7 +36,10 @@ from latentad.detectors.pretrained.patchcore import PatchCore, PatchCoreConfig
 @dataclass
 class DinoKNNConfig(PatchCoreConfig):
     """top_fraction: share of the highest patch scores averaged into the image score; rotate_below:
-    with fewer training images than this, rotated copies join the memory bank."""
+    with fewer training images than this, rotated copies join the memory bank; augment_to / epochs:
+    the bank is read from `epochs` seeded draws of `augment_to` images (None: the training set's
+    size), every image past the originals turned by a seeded multiple of 90 degrees (flipped when the
+    input is not square), as the paper augments its reference shots."""
 
     image_size: int | tuple[int, int] = 448
     backbone: str = "dinov2_vits14"
@@ -50,8 +53,11 @@ class DinoKNNConfig(PatchCoreConfig):
     num_neighbors: int = 0
     top_fraction: float = 0.01
     rotate_below: int = 8
+    augment_to: int | None = None
+    epochs: int = 1
     bounds: ClassVar[dict[str, Bound]] = {**PatchCoreConfig.bounds, "top_fraction": Bound(gt=0, le=1),
-                                          "rotate_below": NON_NEGATIVE, "feature_stride": AT_LEAST_ONE}
+                                          "rotate_below": NON_NEGATIVE, "feature_stride": AT_LEAST_ONE,
+                                          "augment_to": AT_LEAST_ONE, "epochs": AT_LEAST_ONE}
 
 
 class DinoKNN(PatchCore):
@@ -70,15 +76,37 @@ class DinoKNN(PatchCore):
         return F.normalize(super().patch_grid(feats), dim=1)  # unit vectors: L2 distance ~ cosine distance
 
     def fit(self, train: ImageSet) -> DinoKNN:
+        cfg = self.config
         n = len(train) if isinstance(train, ImageSet) else int(train.shape[0])
-        if n < self.config.rotate_below:
-            x = torch.cat([b.images for b in train.with_size(self.input_shape, self.config.channels,
-                                                             resize=self.config.resize).batches(16)]) \
+        augment = cfg.augment_to is not None or cfg.epochs > 1
+        if n < cfg.rotate_below or augment:
+            x = torch.cat([b.images for b in train.with_size(self.input_shape, cfg.channels,
+                                                             resize=cfg.resize).batches(16)]) \
                 if isinstance(train, ImageSet) else train
-            train = torch.cat([torch.rot90(x, k, (2, 3)) for k in range(4)]) if x.shape[2] == x.shape[3] else x
+            if n < cfg.rotate_below and x.shape[2] == x.shape[3]:
+                x = torch.cat([torch.rot90(x, k, (2, 3)) for k in range(4)])
+            train = augmented_draws(x, cfg.augment_to or x.shape[0], cfg.epochs, cfg.seed) if augment else x
         return super().fit(train)
 
     def _image_scores(self, patches: torch.Tensor, dist: torch.Tensor, nn_idx: torch.Tensor) -> torch.Tensor:
         """The mean of the top `top_fraction` patch scores (the paper's mean of the top 1 %)."""
         k = max(1, math.ceil(self.config.top_fraction * dist.shape[1]))
         return dist.topk(k, dim=1).values.mean(1)
+
+
+def augmented_draws(x: torch.Tensor, per_draw: int, draws: int, seed: int) -> torch.Tensor:
+    """`draws` x `per_draw` images from `x`: the originals as they are, then seeded orders of the set,
+    each of those copies turned by 90, 180 or 270 degrees (flipped if not square)."""
+    gen = torch.Generator().manual_seed(seed + 4_242)
+    n = x.shape[0]
+    order = torch.cat([torch.arange(n)] + [torch.randperm(n, generator=gen)
+                                           for _ in range(math.ceil(per_draw * draws / n))])[: per_draw * draws]
+    out = []
+    for pos, i in enumerate(order.tolist()):
+        img = x[i]
+        if pos >= n:
+            k = int(torch.randint(1, 4, (1,), generator=gen))
+            img = torch.rot90(img, k, (1, 2)) if img.shape[1] == img.shape[2] else \
+                img.flip([(1,), (2,), (1, 2)][k - 1])
+        out.append(img)
+    return torch.stack(out)
