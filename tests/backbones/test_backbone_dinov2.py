@@ -40,12 +40,13 @@ def test_levels_are_blocks_and_other_sizes_interpolate_the_positions(vit):
         feats = fx(torch.rand(1, 3, 112, 168))
     assert feats["block4"].shape == (1, 384, 8, 12) and feats["block8"].shape == (1, 384, 8, 12)
     assert not torch.allclose(feats["block4"], feats["block8"])
-    x = torch.rand(1, 3, 100, 100)  # read at 98 x 98, the nearest multiple of the 14-pixel patch, with a warning
+    x = torch.rand(1, 3, 100, 100, generator=torch.Generator().manual_seed(0))  # read at 98 x 98, the nearest multiple of the 14-pixel patch, with a warning
     with pytest.warns(UserWarning, match="read at 98x98"), torch.inference_mode():
         odd = fx(x)["block4"]
     with torch.inference_mode():
         even = fx(torch.nn.functional.interpolate(x, size=(98, 98), mode="bilinear", align_corners=False))["block4"]
-    assert odd.shape == (1, 384, 7, 7) and torch.allclose(odd, even, rtol=1e-4, atol=1e-4)
+    # the same up to rounding (the resize runs before, not after, the input normalisation)
+    assert odd.shape == (1, 384, 7, 7) and float((odd - even).abs().max() / even.abs().max()) < 1e-4
 
 
 def test_converted_weights_are_cached_as_safetensors(tmp_path, monkeypatch):
