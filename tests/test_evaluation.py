@@ -36,3 +36,21 @@ def test_eval_size_resizes_maps_and_masks_and_is_recorded(fitted):
 def test_a_tiny_eval_size_is_refused(fitted):
     with pytest.raises(ConfigError, match="--eval-size 2"):
         evaluate(*fitted, eval_size=2)
+
+
+def test_defects_alone_are_scored_by_their_pixels_and_refused_without_maps(fitted):
+    from latentad.errors import DataError
+
+    det, test = fitted
+    defects = test.subset([i for i, y in enumerate(test.labels) if y == 1])
+    with pytest.warns(UserWarning, match="no normal test image"):
+        result = evaluate(det, defects)
+    m = result.metrics
+    assert m["image_auroc"] is None and m["f1_max"] is None and 0 <= m["pixel_auroc"] <= 1
+    assert all(row["image_auroc"] is None for row in result.per_defect.values())
+    normals = test.subset([i for i, y in enumerate(test.labels) if y == 0])
+    with pytest.raises(DataError, match="needs both normal and anomalous images"):
+        evaluate(det, normals)
+    gaussian = create("gaussian", image_size=32).fit(make_synthetic(n_train=6, size=32, seed=1).train)
+    with pytest.raises(DataError, match="for a method that gives maps"):
+        evaluate(gaussian, defects)

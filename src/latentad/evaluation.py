@@ -5,6 +5,7 @@ and masks both brought to one common `eval_size`."""
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -104,7 +105,12 @@ def evaluate(detector: Detector, test: ImageSet, eval_size: int | tuple[int, int
     with torch.inference_mode():
         pred, labels, masks, paths, defects = score_set(detector, test, f"{detector.name} evaluate", eval_size)
     if labels.min() == labels.max():
-        raise DataError(f"{test.name}: the test set needs both normal and anomalous images")
+        if not (labels.min() == 1 and masks is not None and 0 < masks.sum() < masks.size
+                and pred.anomaly_maps is not None):
+            raise DataError(f"{test.name}: the test set needs both normal and anomalous images (or anomalous "
+                            "images alone, with pixel masks, for a method that gives maps)")
+        warnings.warn(f"{test.name}: no normal test image: the image-level metrics are not computed, the pixel "
+                      "metrics are (normal pixels of the anomalous images)", stacklevel=2)
     metrics = compute_metrics(labels, pred.image_scores, masks, pred.anomaly_maps, defects)
     per_defect = metrics.pop("per_defect")
     per_image = metrics.pop("aupimo_per_image", None)

@@ -25,17 +25,19 @@ def compute_metrics(labels: Any, scores: Any, masks: Any = None, maps: Any = Non
     the pixel metrics). With `defect_types`, `per_defect` holds each defect type's metrics, computed on
     its images plus every normal image.
 
-    The pixel-level three are None when masks or maps are missing or when no pixel is a defect;
+    image_auroc and f1_max are None when the images are of one class (a set of defects alone, scored
+    by its pixels). The pixel-level three are None when masks or maps are missing or when no pixel is a defect;
     pixel_auroc and aupro are also None when every pixel is a defect. aupimo is None when there is no
     normal image or the normal pixels are too few to reach its FPR range (a warning says why).
     """
     y = np.asarray(labels)
+    both = np.unique(y).size == 2  # image-level figures need both classes (a set of defects alone: None)
     result: dict[str, Any] = {
-        "image_auroc": image_auroc(labels, scores),
+        "image_auroc": image_auroc(labels, scores) if both else None,
         "pixel_auroc": None,
         "aupro": None,
         "aupimo": None,
-        "f1_max": f1_max(labels, scores)[0],
+        "f1_max": f1_max(labels, scores)[0] if both else None,
     }
     conditions: dict[str, Any] = {"aupro_fpr_limit": AUPRO_FPR_LIMIT, "aupimo_fpr_bounds": list(AUPIMO_FPR_BOUNDS),
                                   "aupimo_fpr_bounds_used": None, "aupimo_narrowed": None,
@@ -69,7 +71,9 @@ def _per_defect(y: np.ndarray, scores: np.ndarray, masks: Any, maps: Any, defect
     kinds = np.array(defects)
     for d in sorted(set(defects) - {"good"}):
         keep = (kinds == d) | (y == 0)
-        row: dict[str, Any] = {"n_images": int((kinds == d).sum()), "image_auroc": image_auroc(y[keep], scores[keep]),
+        pair = np.unique(y[keep]).size == 2
+        row: dict[str, Any] = {"n_images": int((kinds == d).sum()),
+                               "image_auroc": image_auroc(y[keep], scores[keep]) if pair else None,
                                "pixel_auroc": None, "aupro": None, "aupimo": None}
         if masks is not None and maps is not None:
             m, a = check_pixel_inputs(np.asarray(masks)[keep], np.asarray(maps)[keep])

@@ -167,8 +167,11 @@ def roc_pro_curves(path: Path, labels: np.ndarray, scores: np.ndarray, masks: np
     with_pro = masks is not None and maps is not None and masks.any() and not masks.all()
     fig, axes = plt.subplots(1, 2 if with_pro else 1, figsize=(9 if with_pro else 4.5, 3.6), dpi=100)
     axes = np.atleast_1d(axes)
-    fpr, tpr, _ = roc_curve(labels, scores)
-    axes[0].plot(fpr, tpr, color="tab:red")
+    if np.unique(labels).size == 2:
+        fpr, tpr, _ = roc_curve(labels, scores)
+        axes[0].plot(fpr, tpr, color="tab:red")
+    else:  # a set of defects alone: no image ROC, the PRO curve beside still holds
+        axes[0].text(0.5, 0.5, "no normal test image:\nno image ROC", ha="center", va="center")
     axes[0].plot([0, 1], [0, 1], color="0.7", linestyle=":")
     axes[0].set(xlabel="false-positive rate (images)", ylabel="true-positive rate", title="image ROC",
                 xlim=(0, 1), ylim=(0, 1.02))
