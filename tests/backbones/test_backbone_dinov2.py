@@ -40,7 +40,8 @@ def test_levels_are_blocks_and_other_sizes_interpolate_the_positions(vit):
         feats = fx(torch.rand(1, 3, 112, 168))
     assert feats["block4"].shape == (1, 384, 8, 12) and feats["block8"].shape == (1, 384, 8, 12)
     assert not torch.allclose(feats["block4"], feats["block8"])
-    x = torch.rand(1, 3, 100, 100, generator=torch.Generator().manual_seed(0))  # read at 98 x 98, the nearest multiple of the 14-pixel patch, with a warning
+    # read at 98 x 98, the nearest multiple of the 14-pixel patch, with a warning
+    x = torch.rand(1, 3, 100, 100, generator=torch.Generator().manual_seed(0))
     with pytest.warns(UserWarning, match="read at 98x98"), torch.inference_mode():
         odd = fx(x)["block4"]
     with torch.inference_mode():
