@@ -126,3 +126,22 @@ def test_a_writers_error_reaches_the_scoring_thread(monkeypatch, tmp_path):
     with pytest.raises(OSError, match="img0.png: disk full"), predict.Outputs(None, workers=1) as out:
         out.add(job(0, tmp_path))
         out.regions()
+
+
+@pytest.mark.parametrize("active, threads, inside", [(True, 2, 1), (True, 4, 3), (True, 1, 1), (False, 2, 2)])
+def test_scoring_leaves_a_thread_to_the_writers_and_restores_the_count(active, threads, inside):
+    import torch
+
+    from latentad.predict import room_for_writers
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        with room_for_writers(active):
+            assert torch.get_num_threads() == inside
+        assert torch.get_num_threads() == threads
+        with pytest.raises(RuntimeError), room_for_writers(active):
+            raise RuntimeError("a scoring error")
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)

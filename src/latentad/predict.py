@@ -6,7 +6,9 @@ import csv
 import io as _io
 import os
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +112,8 @@ def predict_paths(run: Path, out: Path, paths: list[Path], recursive: bool = Tru
                 writer.add(Job(name, amap, batch.orig_sizes[j], judge or cal, out / "masks" / stem if mask else None,
                                out / "overlays" / stem if drawn else None, batch.originals[j] if drawn else None))
 
-    with writer, torch.inference_mode():
+    writes = overlays != "none" or (masks and pred_localizes(detector))
+    with writer, room_for_writers(writes), torch.inference_mode():
         score_set(detector, images, progress=f"{detector.name} predict", on_batch=draw)
         found = writer.regions()
     write_scores_csv(out / "scores.csv", rows)
@@ -175,6 +178,22 @@ class Outputs:
         while self.pending:
             self.found += self.pending.popleft().result()
         return self.found
+
+
+@contextmanager
+def room_for_writers(active: bool) -> Iterator[None]:
+    """Score with one intra-op thread fewer (at least one) while writer threads encode beside it: on a
+    small machine the writers otherwise preempt torch's workers, which wait for each other at every
+    parallel region. The caller's thread count is restored after."""
+    n = torch.get_num_threads()
+    if not active or n <= 1:
+        yield
+        return
+    torch.set_num_threads(n - 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def write_workers() -> int:
