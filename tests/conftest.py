@@ -14,6 +14,22 @@ def one_thread():
 
 
 @pytest.fixture
+def backbone_passes(monkeypatch) -> list:
+    """Every backbone forward pass from here on, recorded (levels, batch shape) as it runs."""
+    from latentad.backbones.extractor import FeatureExtractor
+
+    calls: list = []
+    forward = FeatureExtractor._forward
+
+    def counted(self, x):
+        calls.append((tuple(self.levels), tuple(x.shape)))
+        return forward(self, x)
+
+    monkeypatch.setattr(FeatureExtractor, "_forward", counted)
+    return calls
+
+
+@pytest.fixture
 def no_test_images(monkeypatch):
     """Make `latentad.runs.open_split` hand out test sets whose images raise when read: a fit that
     reads a test image fails."""

@@ -7,7 +7,6 @@ import torch
 
 from latentad import create
 from latentad.backbones import feature_cache
-from latentad.backbones.extractor import FeatureExtractor
 from latentad.data.synthetic import make_synthetic
 
 CANDIDATES = (("gaussian", {}), ("padim", {}), ("patchcore", {"whiten": True, "embed_dim": 0}), ("patchcore", {}))
@@ -26,20 +25,9 @@ def run_candidates(split) -> list:
     return out
 
 
-def count_passes(monkeypatch) -> list:
-    calls: list = []
-    forward = FeatureExtractor._forward
 
-    def counted(self, x):
-        calls.append(tuple(self.levels))
-        return forward(self, x)
-
-    monkeypatch.setattr(FeatureExtractor, "_forward", counted)
-    return calls
-
-
-def test_fits_and_scores_under_the_cache_equal_those_without(split, monkeypatch, one_thread):
-    calls = count_passes(monkeypatch)
+def test_fits_and_scores_under_the_cache_equal_those_without(split, one_thread, backbone_passes):
+    calls = backbone_passes
     plain = run_candidates(split)
     n_plain = len(calls)
     with feature_cache() as cache:

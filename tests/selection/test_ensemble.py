@@ -45,7 +45,6 @@ def test_bad_members_and_weights_are_refused_by_name(options, message):
 
 # -- one backbone pass per batch, members at several sizes, members that describe themselves ---------
 
-from latentad.backbones.extractor import FeatureExtractor  # noqa: E402
 from latentad.selection.ensemble import Ensemble  # noqa: E402
 
 
@@ -69,23 +68,12 @@ def search_built(members: dict) -> Ensemble:
     return Ensemble.of_fitted(list(members), list(members.values()), stats, 48, seed=0)
 
 
-def count_passes(monkeypatch) -> list:
-    calls: list = []
-    forward = FeatureExtractor._forward
 
-    def counted(self, x):
-        calls.append(tuple(x.shape))
-        return forward(self, x)
-
-    monkeypatch.setattr(FeatureExtractor, "_forward", counted)
-    return calls
-
-
-def test_members_on_one_backbone_share_one_pass_with_the_same_scores(fitted_members, monkeypatch):
+def test_members_on_one_backbone_share_one_pass_with_the_same_scores(fitted_members, monkeypatch, backbone_passes):
     ens = search_built(fitted_members)
     assert ens.config.image_size == 64  # the largest member's size
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    calls = count_passes(monkeypatch)
+    calls = backbone_passes
     with torch.inference_mode():
         shared = ens.score_batch(x)
         n_shared = len(calls)
