@@ -20,42 +20,15 @@ import platform
 import random
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 
 from PIL import Image
+from serve_line import AUTH, LATENTAD, TOKEN, start  # the sibling script: one way to start a service
 
 from latentad.serve.load import multipart
-
-LATENTAD = str(Path(sys.executable).with_name("latentad"))
-TOKEN = "bench"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(run: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    proc = subprocess.Popen([LATENTAD, "serve", "--run", str(run), "--port", str(port)],
-                            env={**os.environ, "LATENTAD_TOKEN": TOKEN},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(240):
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/health")
-            if c.getresponse().status == 200:
-                return proc, port
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("serve did not answer /health")
 
 
 def peak_gb(pid: int) -> float:
